@@ -8,7 +8,7 @@ from types import ModuleType
 
 from eval.sod.aggregate import DatasetScores
 from eval.sod.metrics import THRESHOLDS
-from eval.sod.report import write_atomic
+from eval.atomic import write_atomic
 
 MISSING_MATPLOTLIB = ("--plot needs matplotlib, an optional extra: pip install matplotlib "
                       "(listed in requirements-extra.txt)")

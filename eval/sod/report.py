@@ -4,33 +4,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from eval.atomic import write_atomic
 from eval.sod.aggregate import DatasetScores
 
 # Paper order first (FSNet Table: S, max-E, max-F, MAE), then the other main_VSOD.m numbers.
 COLUMNS = ("S", "maxE", "maxF", "MAE", "meanE", "adpE", "meanF", "adpF", "wF", "n_sequences", "n_frames")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    (eval/ is kept free of imports from utils/, so this mirrors utils.fileio.atomic_write_bytes.)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def schema(results: dict[str, DatasetScores]) -> dict:

@@ -1,0 +1,137 @@
+"""DAVIS-2016 evaluation: J, F and T with mean / recall / decay, as the MATLAB toolbox computes them.
+
+    python -m eval.davis16 --pred results/DAVIS16 --gt dataset/DAVIS16 --set val --json out.json
+
+Scores frames 1 .. N-2 of every sequence (first and last excluded), T on consecutive predicted
+pairs inside them and only on the sequences the toolbox marks stable, then averages the
+per-sequence statistics over sequences. See eval/davis/ for the measures and
+davis16_metrics.md for the specification.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequence, pred_sequences
+from eval.davis.report import sequence_tables, summary_table, to_csv, to_json, write_text
+from eval.davis.runner import METRICS, score_sequences, summarise
+from eval.davis.sequences import SETS, UNSTABLE_SEQUENCES
+
+
+def _choose_sequences(pred_dir: Path, gt_seqs: dict[str, Path], seqs: list[str] | None,
+                      subset: str | None) -> list[str]:
+    if seqs and subset:
+        raise DavisInputError("Pass either --seqs or --set, not both.")
+    if subset:
+        chosen = list(SETS[subset])
+    elif seqs:
+        chosen = list(dict.fromkeys(seqs))
+    else:
+        chosen = pred_sequences(pred_dir)
+        if not chosen:
+            raise DavisInputError(f"No sequence folders under {pred_dir} (--pred).")
+    unknown = [s for s in chosen if s not in gt_seqs]
+    if unknown:
+        raise DavisInputError(
+            f"Unknown sequence(s) {unknown}: not in the GT ({len(gt_seqs)} sequences, e.g. "
+            f"{list(gt_seqs)[:5]}). Check --seqs/--set, or remove the extra prediction folders.")
+    return chosen
+
+
+def evaluate(pred_dir: str | Path, gt_dir: str | Path, seqs: list[str] | None = None,
+             subset: str | None = None, metrics: tuple[str, ...] = METRICS,
+             threshold: float | None = None, workers: int = 1, gt_layout: str = "auto",
+             allow_missing: bool = False, t_all: bool = False, progress: bool = False) -> dict:
+    """Evaluate predictions ``<pred_dir>/<seq>/<frame>.png`` against the GT under ``gt_dir``.
+
+    Returns ``{"overall": {"J": {mean, recall, decay}, "F": {...}, "T": {mean}},
+    "sequences": {seq: {n_frames, J, F, T: {mean, evaluated}, per_frame: {J, F, T}}},
+    "meta": {...}}``; NaN values are None. ``per_frame`` J and F hold frames 1 .. N-2, T the
+    pairs (k, k+1) for k = 1 .. N-3 (x5). Raises :class:`DavisInputError` on bad input.
+    """
+    unknown_metrics = [m for m in metrics if m not in METRICS]
+    if unknown_metrics or not metrics:
+        raise DavisInputError(f"Unknown metric(s) {unknown_metrics}; choose from J, F, T.")
+    metrics = tuple(m for m in METRICS if m in metrics)
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if not pred_dir.is_dir():
+        raise DavisInputError(f"Prediction folder {pred_dir} does not exist (--pred).")
+    gt_seqs = gt_sequences(gt_dir, gt_layout)
+    names = _choose_sequences(pred_dir, gt_seqs, seqs, subset)
+    jobs = [plan_sequence(name, gt_seqs[name], pred_dir, allow_missing) for name in names]
+    t_sequences = {n for n in names if t_all or n not in UNSTABLE_SEQUENCES}
+    per_frame = score_sequences(jobs, metrics, threshold, t_sequences, workers, progress)
+    report = summarise(jobs, per_frame, metrics, t_sequences)
+    report["meta"] = {
+        "pred": str(pred_dir), "gt": str(gt_dir), "metrics": list(metrics),
+        "threshold": "matlab" if threshold is None else threshold,
+        "t_sequences": sorted(t_sequences) if "T" in metrics else [],
+        "missing_predictions": {job.name: job.missing for job in jobs if job.missing},
+    }
+    return report
+
+
+def _threshold(text: str) -> float | None:
+    if text == "matlab":
+        return None
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("--threshold must be 'matlab' or a fraction in [0, 1)")
+    return value
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.davis16", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pred", required=True, help="predictions: <pred>/<seq>/<frame>.png")
+    parser.add_argument("--gt", required=True, help="GT: DAVIS-2016 root (Annotations/480p/), "
+                        "FSNet test layout (<seq>/GT/) or a folder of <seq>/*.png")
+    parser.add_argument("--gt_layout", default="auto", choices=GT_LAYOUTS)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--seqs", type=lambda s: [x for x in s.split(",") if x],
+                       help="comma-separated sequences (default: every folder under --pred)")
+    group.add_argument("--set", dest="subset", choices=sorted(SETS),
+                       help="an official DAVIS-2016 subset (val: the 20 sequences)")
+    parser.add_argument("--metrics", default="J,F,T", type=lambda s: tuple(s.split(",")),
+                        help="subset of J,F,T (default all)")
+    parser.add_argument("--threshold", default="matlab", type=_threshold,
+                        help="non-binary predictions: 'matlab' (value > round(max/2), default) "
+                        "or a fraction t of 255 (value > t*255); binary PNGs are always > 0")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--allow_missing", action="store_true",
+                        help="score missing prediction frames as empty masks (listed)")
+    parser.add_argument("--t_all", action="store_true",
+                        help="compute T on every sequence, also the ones the MATLAB toolbox "
+                        "excludes as unstable")
+    parser.add_argument("--json", help="write the full report (per frame) as JSON")
+    parser.add_argument("--csv", help="write per-sequence statistics as CSV")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        report = evaluate(args.pred, args.gt, seqs=args.seqs, subset=args.subset,
+                          metrics=args.metrics, threshold=args.threshold, workers=args.workers,
+                          gt_layout=args.gt_layout, allow_missing=args.allow_missing,
+                          t_all=args.t_all, progress=not args.no_progress)
+    except DavisInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(sequence_tables(report))
+    print()
+    print(summary_table(report))
+    for name, frames in report["meta"]["missing_predictions"].items():
+        print(f"missing predictions scored as empty in {name}: {', '.join(frames)}")
+    if args.json:
+        write_text(args.json, to_json(report))
+    if args.csv:
+        write_text(args.csv, to_csv(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
