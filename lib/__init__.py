@@ -1,0 +1,4 @@
+"""FSNet model package."""
+from lib.fsnet import FSNet
+
+__all__ = ["FSNet"]

@@ -1,0 +1,139 @@
+"""FSNet checkpoint I/O: atomic save, tolerant load, backbone detection, readable key errors."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from lib.fsnet import FSNet
+from utils.fileio import PathLike, atomic_path
+
+_PREFIXES = ("module.", "_orig_mod.")
+#: Key whose shape tells the backbone: a 4-D 7x7 stem conv (ResNet) or a deep-stem Sequential.
+_RESNET_STEM = "resnet.conv1_rgb.weight"
+_RES2NET_STEM = "resnet.conv1_rgb.0.weight"
+_CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
+
+
+def save_checkpoint(obj: Any, path: PathLike) -> None:
+    """``torch.save(obj, path)`` through a temp file + ``os.replace`` (no partial file on error)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Remove leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile)."""
+    out = {}
+    for key, value in state_dict.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = list(obj)
+        return f"a dict with {len(keys)} keys, first {keys[:5]}"
+    return f"a {type(obj).__name__}"
+
+
+def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
+    """Read a bare state_dict or a training checkpoint (``{"model": state_dict, ...}``).
+
+    Loads on CPU with ``weights_only=True`` (tensors, numbers, strings and containers only) and
+    strips ``module.`` / ``_orig_mod.`` prefixes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {path} does not exist. The released model goes to "
+            "snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth (see snapshot/README.md)."
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise ValueError(
+            f"Cannot read checkpoint {path}: {error}. The file is truncated, not a PyTorch "
+            "file, or stores Python objects other than tensors/numbers/strings/containers."
+        ) from error
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(
+            f"{path} holds {_describe(obj)}, not an FSNet state_dict or a training checkpoint "
+            "with a 'model' entry."
+        )
+    return strip_prefixes(obj)
+
+
+def detect_backbone(state_dict: Mapping[str, Tensor]) -> str:
+    """Return ``"resnet50"`` or ``"res2net50"`` from the stem keys (``ValueError`` otherwise)."""
+    if _RES2NET_STEM in state_dict:
+        return "res2net50"
+    if _RESNET_STEM in state_dict and state_dict[_RESNET_STEM].dim() == 4:
+        return "resnet50"
+    raise ValueError(
+        f"Not an FSNet state_dict: neither {_RESNET_STEM!r} (ResNet-50) nor {_RES2NET_STEM!r} "
+        f"(Res2Net-50) is present; it looks like {_describe(state_dict)}."
+    )
+
+
+def load_model_weights(
+    model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True
+) -> tuple[list[str], list[str]]:
+    """Load ``state_dict`` into ``model``; return ``(missing, unexpected)`` keys.
+
+    With ``strict=True`` any missing/unexpected key or shape mismatch raises ``ValueError``
+    listing up to 10 of each; with ``strict=False`` only shape mismatches raise.
+    """
+    state_dict = strip_prefixes(state_dict)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        try:
+            looks_like = f"an FSNet {detect_backbone(state_dict)} state_dict"
+        except ValueError:
+            looks_like = _describe(state_dict)
+        raise ValueError(
+            f"State dict does not fit {type(model).__name__}"
+            f"({getattr(model, 'backbone_name', '?')}): {len(missing)} missing {missing[:10]}, "
+            f"{len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape "
+            f"mismatches {mismatched[:10]}. The file looks like {looks_like} with "
+            f"{len(state_dict)} keys."
+        )
+    model.load_state_dict(state_dict, strict=strict)
+    return missing, unexpected
+
+
+def build_model_from_checkpoint(
+    path: PathLike, map_location: str | torch.device = "cpu"
+) -> FSNet:
+    """Build the FSNet matching the file's backbone and channel width, load it strictly.
+
+    Returns the model in eval mode on ``map_location``.
+    """
+    state_dict = load_state_dict_file(path)
+    backbone = detect_backbone(state_dict)
+    channel = state_dict[_CHANNEL_KEY].shape[0] if _CHANNEL_KEY in state_dict else 32
+    model = FSNet(backbone=backbone, channel=channel)
+    try:
+        load_model_weights(model, state_dict, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    return model.to(map_location).eval()
