@@ -1,0 +1,493 @@
+"""Optical flow for FSNet: compute, colour-code, and write flow images for frames or whole data sets.
+
+FSNet reads forward flow (frame t -> t+1) as a colour-coded JPEG stored under frame t's name.
+Colour coding is ``torchvision.utils.flow_to_image`` (Middlebury colour wheel, normalised per
+frame by the largest motion). Methods: OpenCV DIS (preset medium, default, no weights), OpenCV
+Farneback, and torchvision RAFT from a local weights file.
+
+CLI::
+
+    python -m utils.flow --frames DIR_OR_TREE_OR_VIDEO [--out DIR] [--method dis|farneback|raft]
+        [--last_frame skip|backward] [--workers N] [--skip_existing] [--save_raw npy|flo]
+
+What ``--frames`` may be (see dataset/README.md):
+* a folder of frames -> flows in ``--out`` (default: ``<parent>/<flow_folder>``);
+* a sequence folder holding ``Frame/`` -> ``<seq>/<flow_folder>``;
+* a tree (``TestSet``, ``TestSet/<Dataset>``, ``dataset/``): every ``<seq>/Frame`` gets a sibling
+  ``<seq>/<flow_folder>``; every ``TrainSet_Video``-like folder (``Imgs`` + ``ground-truth``) gets
+  ``Flow/``, its flat ``Imgs`` grouped into sequences by the name ``<seq>_<frame>`` (the text before
+  the **last** underscore is the sequence);
+* a video file -> frames extracted to ``<out>/Frame`` (default ``out`` = video path without
+  suffix), flows to ``<out>/<flow_folder>``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torchvision.utils import flow_to_image
+from tqdm import tqdm
+
+from utils.fileio import PathLike, atomic_path, atomic_write_with
+from utils.images import list_images, natural_key, sequence_name
+
+METHODS = ("dis", "farneback", "raft")
+RAFT_MODELS = ("raft_large", "raft_small")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
+JPEG_QUALITY = 95
+FLO_MAGIC = 202021.25
+RAFT_MIN_SIDE = 128
+
+
+# --------------------------------------------------------------------------- computing flow
+
+@functools.lru_cache(maxsize=8)
+def _dis(shape: Tuple[int, ...]) -> "cv2.DISOpticalFlow":
+    """One DIS instance per frame size: DIS lowers its finest scale for small frames and keeps
+    that setting, so sharing an instance across sizes would make results depend on history."""
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+
+@dataclass(frozen=True)
+class RaftOptions:
+    """Where to find RAFT weights and where to run it."""
+
+    weights: Optional[str] = None
+    model: str = "raft_large"
+    device: str = "cpu"
+
+
+@functools.lru_cache(maxsize=2)
+def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "cpu") -> torch.nn.Module:
+    """Build a torchvision RAFT and load a **local** state_dict; never downloads.
+
+    Raises ``FileNotFoundError`` naming the path and how to obtain the file.
+    """
+    from torchvision.models import optical_flow
+
+    if model not in RAFT_MODELS:
+        raise ValueError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
+    weights_enum = {"raft_large": optical_flow.Raft_Large_Weights,
+                    "raft_small": optical_flow.Raft_Small_Weights}[model].DEFAULT
+    if not weights or not Path(weights).is_file():
+        raise FileNotFoundError(
+            f"RAFT weights file not found: {weights!r}. --method raft needs a local state_dict; "
+            f"download {weights_enum.url} on a machine with internet access and pass it with "
+            f"--raft_weights PATH --raft_model {model} (or use --method dis, which needs no weights)."
+        )
+    net = getattr(optical_flow, model)(weights=None)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{weights} is not a {model} state_dict: {error}") from error
+    return net.eval().to(device)
+
+
+def _raft_flow(rgb_a: np.ndarray, rgb_b: np.ndarray, raft: RaftOptions) -> np.ndarray:
+    net = load_raft(raft.weights, raft.model, raft.device)
+    height, width = rgb_a.shape[:2]  # RAFT needs sides that are multiples of 8 and >= 128
+    pad_h, pad_w = max(RAFT_MIN_SIDE, height + (-height) % 8) - height, max(RAFT_MIN_SIDE, width + (-width) % 8) - width
+    batch = torch.from_numpy(np.stack([rgb_a, rgb_b])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    batch = torch.nn.functional.pad(batch, (0, pad_w, 0, pad_h), mode="replicate").to(raft.device)
+    with torch.inference_mode():
+        flow = net(batch[:1], batch[1:])[-1][0, :, :height, :width]
+    return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis",
+                 raft: Optional[RaftOptions] = None) -> np.ndarray:
+    """Flow from ``frame_a`` to ``frame_b`` (RGB uint8 ``HxWx3``; grey ``HxW`` for dis/farneback).
+
+    Returns ``(H, W, 2)`` float32 with ``[..., 0]`` = u (rightwards) and ``[..., 1]`` = v (down).
+    """
+    if frame_a.shape[:2] != frame_b.shape[:2]:
+        raise ValueError(f"Frames differ in size: {frame_a.shape[:2]} vs {frame_b.shape[:2]}")
+    if method == "dis":
+        return _dis(frame_a.shape[:2]).calc(_gray(frame_a), _gray(frame_b), None)
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(_gray(frame_a), _gray(frame_b), None,
+                                            0.5, 3, 15, 3, 5, 1.2, 0)
+    if method == "raft":
+        return _raft_flow(frame_a, frame_b, raft or RaftOptions())
+    raise ValueError(f"Unknown flow method '{method}': choose one of {METHODS}")
+
+
+# --------------------------------------------------------------------------- colour coding
+
+def flow_to_color(flow: np.ndarray) -> np.ndarray:
+    """``(H, W, 2)`` flow -> ``(H, W, 3)`` uint8 RGB via ``torchvision.utils.flow_to_image``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
+    return flow_to_image(tensor).permute(1, 2, 0).numpy()
+
+
+_LUT_BITS = 6  # colour bins per channel = 2**_LUT_BITS
+
+
+@functools.lru_cache(maxsize=1)
+def _color_decode_table() -> np.ndarray:
+    """Table colour-bin -> mean normalised (u, v), built by encoding a dense polar grid with
+    ``flow_to_color`` itself (so it inverts exactly the wheel torchvision uses)."""
+    from scipy import ndimage
+
+    angles = np.linspace(-np.pi, np.pi, 2880, endpoint=False, dtype=np.float32)
+    radii = np.linspace(0.0, 1.0, 257, dtype=np.float32)
+    uv = np.stack([np.outer(radii, np.cos(angles)), np.outer(radii, np.sin(angles))], axis=-1)
+    colors = flow_to_color(uv).reshape(-1, 3)
+    shift = 8 - _LUT_BITS
+    bins = 1 << _LUT_BITS
+    index = ((colors[:, 0].astype(np.int64) >> shift) * bins + (colors[:, 1] >> shift)) * bins \
+        + (colors[:, 2] >> shift)
+    count = np.bincount(index, minlength=bins ** 3)
+    table = np.stack([np.bincount(index, weights=uv.reshape(-1, 2)[:, k], minlength=bins ** 3)
+                      for k in range(2)], axis=-1) / np.maximum(count, 1)[:, None]
+    empty = (count == 0).reshape(bins, bins, bins)
+    nearest = ndimage.distance_transform_edt(empty, return_distances=False, return_indices=True)
+    table = table.reshape(bins, bins, bins, 2)[tuple(nearest)]
+    return table.reshape(-1, 2).astype(np.float32)
+
+
+def flow_from_color(color: np.ndarray) -> np.ndarray:
+    """Invert the colour coding: RGB uint8 ``(H, W, 3)`` -> normalised flow ``(H, W, 2)``.
+
+    The result is the flow divided by the frame's largest motion (magnitude <= 1); the absolute
+    scale is not recoverable from a colour-coded image.
+    """
+    shift = 8 - _LUT_BITS
+    c = color.astype(np.int64) >> shift
+    index = (c[..., 0] << (2 * _LUT_BITS)) + (c[..., 1] << _LUT_BITS) + c[..., 2]
+    return _color_decode_table()[index]
+
+
+def mirror_flow_color(color: np.ndarray) -> np.ndarray:
+    """Horizontally flip a colour-coded flow image, negating u so the colours stay consistent.
+
+    Decodes the wheel, flips, negates u and re-encodes with the same wheel. One extra column of
+    unit flow is appended during encoding so that the per-frame normalisation stays exactly 1.
+    """
+    uv = flow_from_color(color)[:, ::-1].copy()
+    uv[..., 0] *= -1.0
+    padded = np.concatenate([uv, np.tile(np.float32([1.0, 0.0]), (uv.shape[0], 1, 1))], axis=1)
+    return np.ascontiguousarray(flow_to_color(padded)[:, :-1])
+
+
+# --------------------------------------------------------------------------- writing
+
+def _write_jpeg(rgb: np.ndarray, path: Path) -> None:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError(f"Could not encode {path} as JPEG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+
+
+def write_flo(flow: np.ndarray, path: PathLike) -> None:
+    """Write a Middlebury ``.flo`` file atomically."""
+    height, width = flow.shape[:2]
+
+    def writer(buffer) -> None:
+        buffer.write(np.float32(FLO_MAGIC).tobytes())
+        buffer.write(np.int32([width, height]).tobytes())
+        buffer.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+
+    atomic_write_with(path, writer)
+
+
+def read_flo(path: PathLike) -> np.ndarray:
+    """Read a Middlebury ``.flo`` file into ``(H, W, 2)`` float32."""
+    data = Path(path).read_bytes()
+    if len(data) < 12 or np.frombuffer(data[:4], "<f4")[0] != np.float32(FLO_MAGIC):
+        raise ValueError(f"{path} is not a .flo file (bad magic number)")
+    width, height = np.frombuffer(data[4:12], "<i4")
+    return np.frombuffer(data[12:], "<f4").reshape(height, width, 2).copy()
+
+
+def _write_outputs(flow: np.ndarray, job: "FlowJob") -> None:
+    _write_jpeg(flow_to_color(flow), job.out)
+    if job.raw is not None:
+        if job.raw.suffix == ".npy":
+            atomic_write_with(job.raw, lambda buf: np.save(buf, flow))
+        else:
+            write_flo(flow, job.raw)
+
+
+# --------------------------------------------------------------------------- planning
+
+@dataclass(frozen=True)
+class FlowJob:
+    """One flow image: flow from frame ``a`` to frame ``b`` written to ``out`` (+ optional raw)."""
+
+    a: Path
+    b: Path
+    out: Path
+    raw: Optional[Path] = None
+
+    def done(self) -> bool:
+        return self.out.is_file() and (self.raw is None or self.raw.is_file())
+
+
+@dataclass
+class FlowSequence:
+    """Frames of one sequence in order and the folder their flows go to."""
+
+    name: str
+    frames: List[Path]
+    out_dir: Path
+
+
+def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
+    """Decode a video into ``out_dir/00000.jpg, 00001.jpg, ...`` (atomic writes); return the paths."""
+    capture = cv2.VideoCapture(str(video_path))
+    if not capture.isOpened():
+        raise ValueError(f"Cannot open video {video_path}: check the path and that OpenCV/FFmpeg "
+                         f"can decode it, or extract frames yourself and pass the folder.")
+    paths: List[Path] = []
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            path = Path(out_dir) / f"{len(paths):05d}.jpg"
+            _write_jpeg(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), path)
+            paths.append(path)
+    finally:
+        capture.release()
+    if not paths:
+        raise ValueError(f"No frames could be decoded from {video_path}")
+    return paths
+
+
+def group_flat_sequences(frames: Sequence[Path]) -> Dict[str, List[Path]]:
+    """Group a flat ``<seq>_<frame>`` folder into sequences (text before the last underscore);
+    a name without underscore forms its own sequence name. Frames keep natural order."""
+    groups: Dict[str, List[Path]] = {}
+    for path in sorted(frames, key=lambda p: natural_key(p.stem)):
+        groups.setdefault(sequence_name(path.stem), []).append(path)
+    return groups
+
+
+def _is_video_train_set(folder: Path) -> bool:
+    return (folder / "Imgs").is_dir() and (folder / "ground-truth").is_dir()
+
+
+def find_sequences(source: Path, out: Optional[Path], frame_folder: str = "Frame",
+                   flow_folder: str = "OF_FlowNet2") -> List[FlowSequence]:
+    """Resolve ``--frames``/``--out`` into sequences (see the module docstring for the rules)."""
+    if not source.exists():
+        raise FileNotFoundError(f"--frames path not found: {source}")
+    if source.is_file():
+        if source.suffix.lower() not in VIDEO_SUFFIXES:
+            raise ValueError(f"{source} is a file but not a video ({', '.join(VIDEO_SUFFIXES)})")
+        root = out or source.with_suffix("")
+        frames = extract_frames(source, root / frame_folder)
+        return [FlowSequence(source.stem, frames, root / flow_folder)]
+    if list_images(source):
+        return [FlowSequence(source.name, list(list_images(source).values()),
+                          out or source.parent / flow_folder)]
+    sequences: List[FlowSequence] = []
+    for dirpath, dirnames, _ in os.walk(source):
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
+        folder = Path(dirpath)
+        target = (out / folder.relative_to(source)) if out else folder
+        if (folder / frame_folder).is_dir():
+            frames = list(list_images(folder / frame_folder).values())
+            sequences.append(FlowSequence(folder.name, frames, target / flow_folder))
+            dirnames.clear()
+        elif _is_video_train_set(folder):
+            groups = group_flat_sequences(list(list_images(folder / "Imgs").values()))
+            sequences += [FlowSequence(name, frames, target / "Flow") for name, frames in groups.items()]
+            dirnames.clear()
+    if not sequences:
+        raise FileNotFoundError(
+            f"No frames found under {source}: expected images, '<seq>/{frame_folder}/' folders, "
+            f"a TrainSet_Video-style folder (Imgs/ + ground-truth/) or a video file.")
+    return sequences
+
+
+def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
+              save_raw: Optional[str] = None) -> Tuple[List[List[FlowJob]], List[Path]]:
+    """Flow jobs per sequence, and frames that get no flow (single-frame sequences, last frames
+    under ``last_frame='skip'``)."""
+    if last_frame not in ("skip", "backward"):
+        raise ValueError(f"last_frame must be 'skip' or 'backward', got {last_frame!r}")
+    if save_raw not in (None, "npy", "flo"):
+        raise ValueError(f"save_raw must be None, 'npy' or 'flo', got {save_raw!r}")
+    plans: List[List[FlowJob]] = []
+    no_flow: List[Path] = []
+    for seq in sequences:
+        frames = seq.frames
+        pairs = list(zip(frames[:-1], frames[1:]))
+        if last_frame == "backward" and len(frames) > 1:
+            pairs.append((frames[-1], frames[-2]))
+        elif frames:
+            no_flow.append(frames[-1])
+        raw_dir = seq.out_dir.with_name(seq.out_dir.name + "_raw")
+        plans.append([FlowJob(a, b, seq.out_dir / f"{a.stem}.jpg",
+                              raw_dir / f"{a.stem}.{save_raw}" if save_raw else None)
+                      for a, b in pairs])
+    return plans, no_flow
+
+
+# --------------------------------------------------------------------------- running
+
+def _read_frame(path: Path, method: str) -> np.ndarray:
+    flag = cv2.IMREAD_COLOR if method == "raft" else cv2.IMREAD_GRAYSCALE
+    image = cv2.imread(str(path), flag)
+    if image is None:
+        raise ValueError(f"Cannot read frame {path}: re-export it as JPEG/PNG or remove it.")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if method == "raft" else image
+
+
+def _run_jobs(jobs: Sequence[FlowJob], method: str, raft: Optional[RaftOptions],
+              progress: Optional[tqdm] = None) -> int:
+    """Compute and write ``jobs`` in order; colour coding and writing overlap the next flow."""
+    cache: Dict[Path, np.ndarray] = {}
+    pending: List[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for job in jobs:
+            frames = {p: cache[p] if p in cache else _read_frame(p, method) for p in (job.a, job.b)}
+            cache = frames
+            if frames[job.a].shape != frames[job.b].shape:
+                raise ValueError(f"Frames differ in size: {job.a} {frames[job.a].shape[:2]} vs "
+                                 f"{job.b} {frames[job.b].shape[:2]}; resize them to one size.")
+            flow = compute_flow(frames[job.a], frames[job.b], method, raft)
+            pending.append(writer.submit(_write_outputs, flow, job))
+            while len(pending) > 1 or (pending and pending[0].done()):
+                pending.pop(0).result()
+                if progress is not None:
+                    progress.update(1)
+        for future in pending:
+            future.result()
+            if progress is not None:
+                progress.update(1)
+    return len(jobs)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _run_chunk(args: Tuple[List[FlowJob], str, Optional[RaftOptions]]) -> int:
+    return _run_jobs(*args)
+
+
+def _chunks(plans: List[List[FlowJob]], workers: int) -> List[List[FlowJob]]:
+    """Split per-sequence job lists into consecutive chunks (a frame is read once per chunk)."""
+    total = sum(len(p) for p in plans)
+    size = max(1, math.ceil(total / (workers * 4)))
+    return [plan[i:i + size] for plan in plans for i in range(0, len(plan), size)]
+
+
+def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, method: str = "dis",
+                  last_frame: str = "skip", workers: int = 1, skip_existing: bool = False,
+                  save_raw: Optional[str] = None, raft_weights: Optional[str] = None,
+                  raft_model: str = "raft_large", device: str = "cpu",
+                  flow_folder: str = "OF_FlowNet2", frame_folder: str = "Frame",
+                  progress: bool = True) -> dict:
+    """Write colour-coded flow JPEGs (named like frame t) for a folder, a tree or a video.
+
+    Returns a summary: ``pairs`` (flow images wanted), ``written``, ``skipped_existing``,
+    ``sequences``, ``no_flow`` (frames left without flow), ``out_dirs`` and ``seconds``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown flow method '{method}': choose one of {METHODS}")
+    start = time.perf_counter()
+    raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
+    if raft is not None:
+        load_raft(raft.weights, raft.model, raft.device)  # fail before any work
+    sequences = find_sequences(Path(frames_dir), Path(out_dir) if out_dir else None,
+                               frame_folder, flow_folder)
+    plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
+    total = sum(len(p) for p in plans)
+    if skip_existing:
+        plans = [[job for job in plan if not job.done()] for plan in plans]
+    todo = sum(len(p) for p in plans)
+    workers = 1 if method == "raft" else max(1, int(workers))
+    bar = tqdm(total=todo, desc=f"flow ({method})", unit="pair", disable=not progress)
+    if workers == 1:
+        # flow on this thread, colour coding + writing on a second one, each single-threaded:
+        # nested OpenCV/OpenMP pools on top of the two threads slow everything down >10x
+        threads = (cv2.getNumThreads(), torch.get_num_threads())
+        if method != "raft":
+            _init_worker()
+        try:
+            for plan in plans:
+                _run_jobs(plan, method, raft, bar)
+        finally:
+            cv2.setNumThreads(threads[0])
+            torch.set_num_threads(threads[1])
+    else:
+        # spawn, not fork: OpenCV's and OpenMP's thread pools are not fork-safe (children hang)
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_init_worker) as pool:
+            for done in pool.imap_unordered(_run_chunk, [(c, method, raft) for c in _chunks(plans, workers)]):
+                bar.update(done)
+    bar.close()
+    return {
+        "pairs": total,
+        "written": todo,
+        "skipped_existing": total - todo,
+        "sequences": len(sequences),
+        "no_flow": [str(p) for p in no_flow],
+        "out_dirs": sorted({str(s.out_dir) for s in sequences}),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m utils.flow``."""
+    parser = argparse.ArgumentParser(description="Generate colour-coded optical flow images for FSNet.")
+    parser.add_argument("--frames", required=True, help="folder of frames, data-set tree or video file")
+    parser.add_argument("--out", default=None, help="output folder (default: see module docs)")
+    parser.add_argument("--method", choices=METHODS, default="dis")
+    parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
+                        help="skip: official, the last frame gets no flow; backward: flow last->previous")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (dis/farneback)")
+    parser.add_argument("--skip_existing", action="store_true", help="resume: keep flows already written")
+    parser.add_argument("--save_raw", choices=("npy", "flo"), default=None,
+                        help="also save raw flow into <flow_folder>_raw/")
+    parser.add_argument("--raft_weights", default=None, help="local torchvision RAFT state_dict")
+    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large")
+    parser.add_argument("--device", default="cpu", help="device for RAFT")
+    parser.add_argument("--flow_folder", default="OF_FlowNet2", help="flow folder name in test trees")
+    parser.add_argument("--frame_folder", default="Frame", help="frame folder name in test trees")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
+                                args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
+                                    args.device, args.flow_folder, args.frame_folder)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{summary['written']} flow images written, {summary['skipped_existing']} already there, "
+          f"{summary['sequences']} sequences, {len(summary['no_flow'])} frames without flow "
+          f"(last frames), {summary['seconds']} s -> {', '.join(summary['out_dirs'][:3])}"
+          f"{' ...' if len(summary['out_dirs']) > 3 else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
