@@ -1,0 +1,287 @@
+"""End-to-end tests of inference.py on the toy test set with a randomly initialised FSNet.
+
+One module-scoped toy set (2 sequences x 3 non-square 128x96 frames, last frames without flow)
+and one checkpoint (random init, BatchNorm statistics calibrated on the toy frames) are shared
+by all tests; the network runs at 64x64.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inference
+from lib.fsnet import FSNet
+from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
+from utils.data import TestDataset
+from utils.toy import ToyConfig, make_toy_dataset
+
+TESTSIZE = 64
+HAS_CRF = importlib.util.find_spec("pydensecrf") is not None
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    """Toy data root; the test set is ``<root>/TestSet/Toy/test0{0,1}``."""
+    root = tmp_path_factory.mktemp("toy")
+    config = ToyConfig(train_sequences=1, train_frames=2, test_sequences=2, test_frames=3, static_images=1)
+    return make_toy_dataset(root / "Toy", config=config)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(toy, tmp_path_factory) -> Path:
+    """Random FSNet whose BatchNorm statistics are those of the toy test frames (so the output
+    varies over each frame instead of being the constant of the untrained head)."""
+    torch.manual_seed(0)
+    model = FSNet("res2net50")
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # cumulative average: running stats = this batch's stats
+    dataset = TestDataset(toy / "TestSet" / "Toy", TESTSIZE)
+    items = [dataset[i] for i in range(len(dataset))]
+    model.train()
+    with torch.no_grad():
+        model(torch.stack([i["image"] for i in items]), torch.stack([i["flow"] for i in items]))
+    path = tmp_path_factory.mktemp("ckpt") / "fsnet_random.pth"
+    save_checkpoint({"model": model.state_dict(), "epoch": 0}, path)
+    return path
+
+
+def run(checkpoint: Path, out: Path, *extra: str, dataset_path: Path | None = None) -> dict:
+    argv = ["--model_path", str(checkpoint), "--test_save", str(out), "--testsize", str(TESTSIZE),
+            "--device", "cpu", "--workers", "0", "--batchsize", "4", "--no_progress", *extra]
+    if dataset_path is not None:
+        argv += ["--dataset_path", str(dataset_path)]
+    return inference.main(inference.get_args_parser().parse_args(argv))
+
+
+def official_saliency(prob: np.ndarray) -> np.ndarray:
+    """Official post-processing written independently: min-max (+1e-8), then bytescale rounding."""
+    s = (prob - prob.min()) / (prob.max() - prob.min() + np.float32(1e-8))
+    spread = s.max() - s.min()
+    byte = (s - s.min()) * np.float32(255.0 / (spread if spread else 1))
+    return (byte.clip(0, 255) + np.float32(0.5)).astype(np.uint8)
+
+
+def direct_probabilities(checkpoint: Path, test_dir: Path) -> dict:
+    """(sequence, frame) -> sigmoid of pred_s upsampled to the frame size, from one plain forward."""
+    model = build_model_from_checkpoint(checkpoint)
+    dataset = TestDataset(test_dir, TESTSIZE)
+    items = [dataset[i] for i in range(len(dataset))]
+    with torch.no_grad():
+        pred_s, _ = model(torch.stack([i["image"] for i in items]), torch.stack([i["flow"] for i in items]))
+    out = {}
+    for item, logits in zip(items, pred_s):
+        up = torch.nn.functional.interpolate(logits[None], size=(item["height"], item["width"]),
+                                             mode="bilinear", align_corners=True)
+        out[(item["sequence"], item["frame"])] = torch.sigmoid(up)[0, 0].numpy()
+    return out
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.mode == "L"
+        return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def saliency_run(toy, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("saliency")
+    return out, run(checkpoint, out, "--mode", "saliency", "--no_fast", dataset_path=toy / "TestSet")
+
+
+def test_saliency_equals_direct_model_call(toy, checkpoint, saliency_run):
+    out, summary = saliency_run
+    expected = direct_probabilities(checkpoint, toy / "TestSet" / "Toy")
+    assert summary["written"] == len(expected) == 4
+    for (sequence, frame), prob in expected.items():
+        ours = read_png(out / "Toy" / sequence / f"{frame}.png")
+        assert ours.shape == prob.shape == (96, 128)  # original (non-square) frame size
+        assert ours.min() == 0 and ours.max() == 255
+        np.testing.assert_array_equal(ours, official_saliency(prob))
+
+
+def test_layout_and_last_frame_summary(toy, saliency_run):
+    out, summary = saliency_run
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "Toy/test00/00000.png", "Toy/test00/00001.png", "Toy/test01/00000.png", "Toy/test01/00001.png"]
+    assert [u[:3] for u in summary["unpredicted"]] == [["Toy", "test00", "00002"], ["Toy", "test01", "00002"]]
+    assert all("last frame" in u[3] for u in summary["unpredicted"])
+    assert "DAVIS" in summary["absent_datasets"]
+    assert summary["model_fps"] > 0 and summary["end_to_end_fps"] > 0
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_binary_fast_path_with_workers(toy, checkpoint, tmp_path):
+    summary = run(checkpoint, tmp_path, "--mode", "binary", "--workers", "1", "--batchsize", "3",
+                  "--datasets", "Toy", dataset_path=toy / "TestSet")
+    assert summary["fast"] and summary["written"] == 4
+    expected = direct_probabilities(checkpoint, toy / "TestSet" / "Toy")
+    foreground = 0
+    for (sequence, frame), prob in expected.items():
+        mask = read_png(tmp_path / "Toy" / sequence / f"{frame}.png")
+        assert mask.shape == prob.shape
+        assert set(np.unique(mask)) <= {0, 255}
+        decided = np.abs(prob - 0.5) > 1e-4  # the folded-BN fast path may flip pixels at 0.5
+        np.testing.assert_array_equal(mask[decided], np.where(prob[decided] > 0.5, 255, 0))
+        foreground += int((mask == 255).sum())
+    assert 0 < foreground < 4 * 96 * 128  # a real mask, not a constant
+
+
+def test_skip_existing_resumes(toy, checkpoint, tmp_path):
+    run(checkpoint, tmp_path, "--mode", "binary", dataset_path=toy / "TestSet")
+    kept = tmp_path / "Toy" / "test00" / "00000.png"
+    Image.fromarray(np.full((96, 128), 7, np.uint8)).save(kept)  # a marker: must not be rewritten
+    removed = tmp_path / "Toy" / "test01" / "00001.png"
+    removed.unlink()
+    summary = run(checkpoint, tmp_path, "--mode", "binary", "--skip_existing", dataset_path=toy / "TestSet")
+    assert summary["datasets"][0]["skipped_existing"] == 3
+    assert summary["written"] == 1 and removed.is_file()
+    assert read_png(kept).max() == 7
+
+
+def _write_clip(path: Path, frames: int = 4) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96))
+    assert writer.isOpened()
+    yy, xx = np.mgrid[:96, :128]
+    for t in range(frames):
+        blob = ((xx - 30 - 8 * t) ** 2 + (yy - 48) ** 2 < 300)
+        frame = np.dstack([(xx * 2) % 256, (yy * 2) % 256, np.full_like(xx, 90)]).astype(np.uint8)
+        frame[blob] = (20, 220, 240)
+        writer.write(frame)
+    writer.release()
+
+
+def test_video_file_every_frame_and_gif(checkpoint, tmp_path):
+    clip = tmp_path / "clip.avi"
+    _write_clip(clip)
+    out = tmp_path / "result"
+    summary = run(checkpoint, out, "--video", str(clip), "--mode", "binary")
+    masks = sorted((out / "Video" / "clip").glob("*.png"))
+    assert [m.stem for m in masks] == ["00000", "00001", "00002", "00003"]  # last frame too
+    assert summary["unpredicted"] == []
+    for mask in masks:
+        assert read_png(mask).shape == (96, 128)
+    with Image.open(summary["overlay_gif"]) as gif:
+        assert gif.n_frames == 4 and gif.size == (128, 96)
+
+
+def test_video_frame_folder_left_untouched(toy, checkpoint, tmp_path):
+    frames = tmp_path / "my_frames"
+    shutil.copytree(toy / "TestSet" / "Toy" / "test00" / "Frame", frames)
+    before = sorted(p.name for p in frames.iterdir())
+    summary = run(checkpoint, tmp_path / "result", "--video", str(frames), "--mode", "saliency")
+    assert sorted(p.name for p in frames.iterdir()) == before
+    assert summary["written"] == 3 and Path(summary["overlay_gif"]).is_file()
+    # rerun resumes: flow and masks are reused
+    again = run(checkpoint, tmp_path / "result", "--video", str(frames), "--skip_existing")
+    assert again["written"] == 0 and again["datasets"][0]["skipped_existing"] == 3
+    # a video file of the same name: resuming is refused, a fresh run rebuilds the work folder
+    # and its frames never land in my_frames/
+    _write_clip(tmp_path / "my_frames.avi", frames=2)
+    with pytest.raises(ValueError, match="rerun without --skip_existing"):
+        run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"), "--skip_existing")
+    clip = run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"))
+    assert sorted(p.name for p in frames.iterdir()) == before
+    assert clip["written"] == 2
+
+
+@pytest.mark.skipif(not HAS_CRF, reason="pydensecrf2 not installed (optional extra: pip install pydensecrf2)")
+def test_crf_binary_run(toy, checkpoint, tmp_path):
+    summary = run(checkpoint, tmp_path, "--mode", "binary", "--crf", dataset_path=toy / "TestSet")
+    assert summary["written"] == 4
+    for path in (tmp_path / "Toy").rglob("*.png"):
+        mask = read_png(path)
+        assert mask.shape == (96, 128) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_cli_flags_parse_as_lists():
+    args = inference.get_args_parser().parse_args(["--datasets", "DAVIS", "FBMS", "--device", "cuda:1"])
+    assert args.datasets == ["DAVIS", "FBMS"] and args.device == "cuda:1"
+    defaults = inference.get_args_parser().parse_args([])
+    assert defaults.model_path.endswith("snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth")
+    assert (defaults.testsize, defaults.batchsize, defaults.mode) == (352, 32, "saliency")
+    assert defaults.threshold == 0.5 and defaults.datasets is None
+    assert Path(defaults.dataset_path) == Path("dataset/TestSet")
+    assert Path(defaults.test_save) == Path("result/FSNet")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def copy_testset(toy: Path, tmp_path: Path) -> Path:
+    """A private copy of the toy TestSet that a test may break."""
+    return Path(shutil.copytree(toy / "TestSet", tmp_path / "TestSet"))
+
+
+def test_cli_missing_dataset_one_message(toy, checkpoint, tmp_path, capsys):
+    code = inference.cli(["--model_path", str(checkpoint), "--dataset_path", str(toy / "TestSet"),
+                          "--datasets", "DAVIS", "Toy", "--test_save", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: Dataset folder(s) not found") and "DAVIS" in err and "Available: Toy" in err
+
+
+def test_no_dataset_found(toy, checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="No test set found"):
+        run(checkpoint, tmp_path / "out", dataset_path=tmp_path)
+    with pytest.raises(FileNotFoundError, match="pass its parent as --dataset_path"):
+        run(checkpoint, tmp_path / "out", dataset_path=toy / "TestSet" / "Toy")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run(checkpoint, tmp_path / "out", dataset_path=tmp_path / "nowhere")
+
+
+def test_missing_flow_for_inner_frame(toy, checkpoint, tmp_path):
+    testset = copy_testset(toy, tmp_path)
+    (testset / "Toy" / "test01" / "OF_FlowNet2" / "00000.jpg").unlink()
+    with pytest.raises(ValueError, match=r"00000\.jpg.*python -m utils\.flow"):
+        run(checkpoint, tmp_path / "out", dataset_path=testset)
+
+
+def test_unreadable_frame(toy, checkpoint, tmp_path):
+    testset = copy_testset(toy, tmp_path)
+    broken = testset / "Toy" / "test00" / "Frame" / "00001.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=str(broken)):
+        run(checkpoint, tmp_path / "out", dataset_path=testset)
+
+
+def test_empty_sequence(toy, checkpoint, tmp_path):
+    testset = copy_testset(toy, tmp_path)
+    for folder in ("Frame", "OF_FlowNet2"):
+        (testset / "Toy" / "empty_seq" / folder).mkdir(parents=True)
+    with pytest.raises(ValueError, match="Empty sequence.*empty_seq"):
+        run(checkpoint, tmp_path / "out", dataset_path=testset)
+
+
+def test_checkpoint_errors(toy, checkpoint, tmp_path):
+    with pytest.raises(ValueError, match=f"{checkpoint}.*res2net50.*--backbone"):
+        run(checkpoint, tmp_path / "out", "--backbone", "resnet50", dataset_path=toy / "TestSet")
+    other = tmp_path / "not_fsnet.pth"
+    save_checkpoint({"fc.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(ValueError, match=str(other)):
+        run(other, tmp_path / "out", dataset_path=toy / "TestSet")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        run(tmp_path / "missing.pth", tmp_path / "out", dataset_path=toy / "TestSet")
+
+
+def test_output_not_writable_and_bad_arguments(toy, checkpoint, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match=f"{blocker}.*--test_save"):
+        run(checkpoint, blocker / "result", dataset_path=toy / "TestSet")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        run(checkpoint, tmp_path / "out", "--testsize", "100", dataset_path=toy / "TestSet")
+    with pytest.raises(FileNotFoundError, match="--video"):
+        run(checkpoint, tmp_path / "out", "--video", str(tmp_path / "nothing.mp4"))
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    with pytest.raises(ImportError, match="pydensecrf2"):
+        run(checkpoint, tmp_path / "out", "--crf", dataset_path=toy / "TestSet")
