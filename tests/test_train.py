@@ -1,0 +1,209 @@
+"""train.py end to end on the quick toy set (CPU, 64x64, batch 2, a step or two per run).
+
+FSNet-ResNet-50 has 102 M parameters, so every run here is a real (if tiny) training run and
+each ``last.pth`` is ~0.8 GB: the tests share one toy set and one three-stage chain.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train
+from lib.fsnet import FSNet
+from utils.checkpoint import load_state_dict_file
+from utils.data import TrainDataset
+from utils.distributed import DistEnv
+from utils.finetune_init import check_stage_finished, flow_keys_to_copy, init_finetune
+from utils.toy import make_toy_dataset
+
+STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
+
+
+def _argv(toy: Path, save_path: Path, train_type: str, *extra: str) -> list[str]:
+    return ["--train_type", train_type, "--data_root", str(toy), "--save_path", str(save_path),
+            "--backbone", "resnet50", "--no_imagenet", "--trainsize", "64", "--batchsize", "2",
+            "--max_samples", "2", "--epoch", "1", "--rates", "1", "--num_workers", "0",
+            "--device", "cpu", *extra]
+
+
+def run(toy: Path, save_path: Path, train_type: str, *extra: str) -> dict:
+    """train.main on the toy set with the tiny test recipe (``extra`` overrides flags)."""
+    return train.main(train.get_args_parser().parse_args(_argv(toy, save_path, train_type, *extra)))
+
+
+def _train_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "Toy", quick=True)
+
+
+@pytest.fixture(scope="module")
+def chain(toy: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The three stages with default chaining; pretrain_flow also exercises multi-scale resizing."""
+    root = tmp_path_factory.mktemp("snap")
+    with pytest.warns(UserWarning, match="random initialisation"):
+        rgb = run(toy, root, "pretrain_rgb")
+    summaries = {
+        "pretrain_rgb": rgb,
+        "pretrain_flow": run(toy, root, "pretrain_flow", "--rates", "0.5", "1"),
+        "finetune": run(toy, root, "finetune"),
+    }
+    return root / "FSNet", summaries
+
+
+def test_three_stages_chain_and_write_their_outputs(chain: tuple[Path, dict]) -> None:
+    run_dir, summaries = chain
+    assert summaries["pretrain_flow"]["global_step"] == 1  # one batch, two rates
+    for stage in STAGES:
+        out, summary = run_dir / stage, summaries[stage]
+        assert summary["finished"] and summary["epoch_checkpoints"] == [str(out / "FSNet-1epoch.pth")]
+        info = json.loads((out / "run.json").read_text())
+        assert info["args"]["train_type"] == stage and info["world_size"] == 1
+        assert info["packages"]["torch"] and "commit" in info["git"]
+        assert info["summary"]["params_sha256"] == summary["params_sha256"]
+        assert any(p.name.startswith("events.") for p in (out / "tensorboard").iterdir())
+        assert _train_state(out / "last.pth")["finished"] is True
+    assert summaries["finetune"]["epoch_losses"][0]["loss_s"] > 0
+    # The epoch file is the release's format: 'module.' + the 2,160 keys, equal to last.pth.
+    epoch_file = torch.load(run_dir / "finetune" / "FSNet-1epoch.pth", weights_only=True)
+    last = _train_state(run_dir / "finetune" / "last.pth")["model"]
+    assert len(epoch_file) == 2160 and all(k.startswith("module.") for k in epoch_file)
+    assert all(torch.equal(epoch_file["module." + k], v) for k, v in last.items())
+
+
+@pytest.mark.parametrize("flow_bn_stats", ["rgb", "flow"])
+def test_finetune_init_copies_exactly_the_documented_tensors(chain: tuple[Path, dict],
+                                                             flow_bn_stats: str) -> None:
+    run_dir, _ = chain
+    rgb_path, flow_path = (run_dir / s / "last.pth" for s in STAGES[:2])
+    rgb, flow = load_state_dict_file(rgb_path), load_state_dict_file(flow_path)
+    model = FSNet("resnet50")
+    copied = init_finetune(model, rgb_path, flow_path, flow_bn_stats)
+    assert copied == flow_keys_to_copy(list(rgb), flow_bn_stats)
+    for key, value in model.state_dict().items():
+        expected = flow[key] if key in copied else rgb[key]
+        assert torch.equal(value, expected), key
+    # the stages really differ in what is copied and in what is not (the test is not vacuous)
+    for key in ("resnet.layer1_flow.0.bn1.running_mean", "resnet.layer1_flow.0.conv1.weight",
+                "atten_flow_1.1.weight"):
+        assert not torch.equal(rgb[key], flow[key]), key
+
+
+def test_overfitting_a_fixed_batch_lowers_the_loss(toy: Path) -> None:
+    torch.manual_seed(0)
+    args = train.get_args_parser().parse_args(["--train_type", "finetune", "--lr", "1e-2"])
+    model = FSNet("resnet50")
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                momentum=args.momentum, weight_decay=args.weight_decay)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    data = TrainDataset(toy, "finetune", trainsize=64)
+    batch = [torch.stack(t) for t in zip(data[0], data[1])]
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    losses = train.train_batch(model, optimizer, scaler, batch, [64] * 8, args, env).sum(1)
+    assert losses[-1] == losses.min() and losses[-1] < 0.9 * losses[0], losses
+
+
+def test_resume_is_bit_identical(toy: Path, tmp_path: Path) -> None:
+    # 2 epochs x 2 batches, lr decay at epoch 1; B stops after batch 1 (mid-epoch), then resumes
+    recipe = ("--max_samples", "4", "--epoch", "2", "--decay_epoch", "1", "--save_from_epoch", "9")
+    straight = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "A")
+    stopped = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "B", "--stop_after", "1")
+    last_b = tmp_path / "B" / "pretrain_flow" / "last.pth"
+    assert stopped["stopped_early"] and _train_state(last_b)["batch_in_epoch"] == 1
+    with pytest.raises(ValueError, match="unfinished pretrain_flow run"):
+        check_stage_finished(last_b, "pretrain_flow")
+    resumed = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "B", "--resume", "auto")
+    assert straight["global_step"] == resumed["global_step"] == 4 and resumed["finished"]
+    a, b = (_train_state(tmp_path / n / "pretrain_flow" / "last.pth") for n in "AB")
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "weights differ"
+    momenta = [(sa["momentum_buffer"], sb["momentum_buffer"]) for sa, sb in
+               zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())]
+    assert momenta and all(torch.equal(x, y) for x, y in momenta)
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+    assert straight["params_sha256"] == resumed["params_sha256"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, argv: list[str], port: int, out: str) -> None:
+    """One torchrun-like rank: set the rendezvous environment, train, write the summary."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    summary = train.main(train.get_args_parser().parse_args(argv))
+    Path(out, f"rank{rank}.json").write_text(json.dumps(summary))
+
+
+def test_ddp_two_ranks_equal_single_process(toy: Path, tmp_path: Path) -> None:
+    # BN frozen (--freeze_bn): a sample's gradient then does not depend on the rest of its batch,
+    # so 2 ranks x 2 samples must equal 1 process x 4 samples. (With batch-statistics BN the two
+    # differ by design, as with the official DataParallel; torch's SyncBatchNorm is CUDA-only.)
+    recipe = ("--batchsize", "4", "--max_samples", "4", "--rates", "0.5", "1", "--freeze_bn")
+    argv = _argv(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "ddp")
+    mp.spawn(_ddp_worker, args=(argv, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["global_step"] == 1
+    assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]  # replicas in sync
+    single = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "single")
+    assert single["global_step"] == 1
+    ddp_state = _train_state(tmp_path / "ddp" / "pretrain_flow" / "last.pth")["model"]
+    one_state = _train_state(tmp_path / "single" / "pretrain_flow" / "last.pth")["model"]
+    init = FSNet("resnet50").state_dict()  # seed 0 init, as in both runs (checks a step happened)
+    moved = 0
+    for key, value in one_state.items():
+        torch.testing.assert_close(ddp_state[key], value, rtol=1e-5, atol=1e-7, msg=key)
+        moved += not torch.equal(value, init[key])
+    assert moved > 100
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = train.bce_loss
+
+    def poisoned(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(1)
+        loss_s, loss_e = real(*tensors)
+        return (loss_s * float("nan"), loss_e) if len(calls) == 2 else (loss_s, loss_e)
+
+    monkeypatch.setattr(train, "bce_loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* batch 2\. .*last good"):
+        run(toy, tmp_path, "pretrain_rgb", "--max_samples", "4", "--save_every", "1")
+    state = _train_state(tmp_path / "FSNet" / "pretrain_rgb" / "last.pth")
+    assert state["global_step"] == 1 and state["batch_in_epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_clear_errors(toy: Path, tmp_path: Path, chain: tuple[Path, dict]) -> None:
+    with pytest.raises(FileNotFoundError, match="Training folder not found"):
+        train.main(train.get_args_parser().parse_args(
+            _argv(tmp_path / "nowhere", tmp_path, "pretrain_rgb")))
+    with pytest.raises(FileNotFoundError, match="finetune needs the pretrain_rgb weights"):
+        run(toy, tmp_path, "finetune")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        run(toy, tmp_path, "pretrain_rgb", "--batchsize", "64", "--max_samples", "3")
+    run_dir = chain[0]
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        run(toy, run_dir.parent, "pretrain_rgb")
+    with pytest.raises(ValueError, match="holds a resnet50 FSNet but this run uses --backbone "
+                                         "res2net50"):
+        run(toy, tmp_path, "finetune", "--backbone", "res2net50",
+            "--rgb_ckpt", str(run_dir / "pretrain_rgb" / "FSNet-1epoch.pth"),
+            "--flow_ckpt", str(run_dir / "pretrain_flow" / "last.pth"))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        run(toy, tmp_path, "pretrain_rgb", "--trainsize", "80")

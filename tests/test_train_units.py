@@ -1,0 +1,127 @@
+"""Model-free parts of the training recipe: flags, schedule, sizes, sampler, finetune key choice,
+RNG and resume-argument checks. (The runs themselves are in test_train.py.)"""
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from lib.fsnet import FSNet
+from utils.distributed import DistEnv, ResumableDistributedSampler, per_rank_batch
+from utils.finetune_init import finetune_state_dict, flow_keys_to_copy
+from utils.train_state import capture_rng, check_resume_args, restore_rng
+
+
+@functools.lru_cache(maxsize=None)
+def _keys(backbone: str) -> tuple[str, ...]:
+    """state_dict keys of FSNet with ``backbone`` (resnet50: the release's 2,160 keys)."""
+    return tuple(FSNet(backbone).state_dict())
+
+
+def test_defaults_are_the_papers() -> None:
+    args = train.get_args_parser().parse_args(["--train_type", "finetune"])
+    assert (args.epoch, args.lr, args.batchsize, args.trainsize) == (20, 2e-3, 16, 352)
+    assert (args.momentum, args.weight_decay, args.rates) == (0.9, 5e-4, [0.75, 1.0, 1.25])
+    assert (args.decay_epoch, args.gamma, args.amp, args.flow_bn_stats) == (19, 0.1, "off", "rgb")
+
+
+def test_multiscale_sizes_match_official_rounding() -> None:
+    assert train.scale_sizes(352, [0.75, 1, 1.25]) == [256, 352, 448]
+    assert train.scale_sizes(64, [0.5, 1]) == [32, 64]
+
+
+def test_lr_schedule_last_epoch_decayed() -> None:
+    args = train.get_args_parser().parse_args(["--train_type", "pretrain_rgb"])
+    lrs = [train.lr_for_epoch(args, e) for e in range(args.epoch)]
+    assert lrs[:19] == [2e-3] * 19 and lrs[19] == pytest.approx(2e-4)
+    args.decay_epoch = 20  # pre-PyTorch-1.1 behaviour: never decays within 20 epochs
+    assert {train.lr_for_epoch(args, e) for e in range(20)} == {2e-3}
+
+
+def test_per_rank_batch() -> None:
+    assert per_rank_batch(16, 4) == 4
+    with pytest.raises(ValueError, match="not divisible by the world size 3"):
+        per_rank_batch(16, 3)
+
+
+def _env(rank: int, world: int) -> DistEnv:
+    return DistEnv(rank=rank, world_size=world, local_rank=rank, device=torch.device("cpu"))
+
+
+def test_sampler_shards_compose_the_global_batch_and_resume() -> None:
+    data, batch, epoch = list(range(11)), 4, 3
+    single = ResumableDistributedSampler(data, _env(0, 1), seed=5)
+    single.set_position(epoch)
+    order = list(single)
+    steps = len(order) // batch
+    shards = []
+    for rank in range(2):
+        sampler = ResumableDistributedSampler(data, _env(rank, 2), seed=5)
+        sampler.set_position(epoch)
+        shards.append(list(sampler))
+    for step in range(steps):  # ranks' per-step batches (batch/2 each) = the single-process batch
+        half = batch // 2
+        merged = shards[0][step * half:(step + 1) * half] + shards[1][step * half:(step + 1) * half]
+        assert sorted(merged) == sorted(order[step * batch:(step + 1) * batch])
+    resumed = ResumableDistributedSampler(data, _env(1, 2), seed=5)
+    resumed.set_position(epoch, start=2)
+    assert list(resumed) == shards[1][2:] and len(resumed) == len(shards[1]) - 2
+    other_epoch = ResumableDistributedSampler(data, _env(0, 1), seed=5)
+    other_epoch.set_position(epoch + 1)
+    assert list(other_epoch) != order
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "res2net50"])
+def test_flow_keys_are_the_flow_backbone_only(backbone: str) -> None:
+    keys = list(_keys(backbone))
+    official = flow_keys_to_copy(keys, "rgb")
+    with_stats = flow_keys_to_copy(keys, "flow")
+    assert official and all(k.startswith("resnet.") and "_flow." in k for k in with_stats)
+    assert not any(k.endswith(("running_mean", "running_var")) for k in official)
+    assert any(k.endswith("num_batches_tracked") for k in official)  # copied, as officially
+    stats = set(with_stats) - set(official)
+    assert stats and all(k.endswith(("running_mean", "running_var")) for k in stats)
+    assert not any(k.startswith("atten_flow") or k.startswith("reduce_m") for k in with_stats)
+    # every flow-backbone key in the release is covered
+    flow_backbone = [k for k in keys if k.split(".")[1].endswith("_flow")]
+    assert set(flow_backbone) == set(with_stats)
+
+
+@pytest.mark.parametrize("mode", ["rgb", "flow"])
+def test_finetune_state_dict_takes_each_tensor_from_the_documented_stage(mode: str) -> None:
+    keys = list(_keys("resnet50"))
+    rgb = {k: torch.tensor([float(i)]) for i, k in enumerate(keys)}
+    flow = {k: torch.tensor([-float(i) - 1]) for i, k in enumerate(keys)}
+    merged = finetune_state_dict(rgb, flow, mode)
+    from_flow = set(flow_keys_to_copy(keys, mode))
+    assert list(merged) == keys
+    for key in keys:
+        assert merged[key] is (flow[key] if key in from_flow else rgb[key]), key
+
+
+def test_finetune_state_dict_rejects_foreign_flow_checkpoint() -> None:
+    keys = list(_keys("resnet50"))
+    rgb = {k: torch.zeros(1) for k in keys}
+    with pytest.raises(ValueError, match="lacks"):
+        finetune_state_dict(rgb, {"other.weight": torch.zeros(1)})
+
+
+def test_rng_round_trip() -> None:
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    state = capture_rng()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_resume_refuses_changed_recipe(tmp_path: Path) -> None:
+    args = vars(train.get_args_parser().parse_args(["--train_type", "finetune"]))
+    check_resume_args(args, {**args, "epoch": 30, "num_workers": 0}, tmp_path)  # allowed
+    with pytest.raises(ValueError, match="--batchsize: checkpoint 16, now 8"):
+        check_resume_args(args, {**args, "batchsize": 8}, tmp_path)
