@@ -87,6 +87,14 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def is_finished(path: str | Path) -> bool:
+    """True if ``path`` is a ``last.pth`` whose run completed all its epochs."""
+    if not Path(path).is_file():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return isinstance(state, dict) and state.get("finished") is True
+
+
 def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """``ValueError`` listing every argument in :data:`RESUME_MUST_MATCH` that changed."""
     changed = [

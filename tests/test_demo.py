@@ -1,0 +1,81 @@
+"""End-to-end: ``python demo.py --quick`` runs every phase and leaves well-formed outputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import demo
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    workdir = tmp_path_factory.mktemp("demo")
+    return workdir, demo.main(["--quick", "--workdir", str(workdir)])
+
+
+def _frame_sizes(test_root: Path) -> dict[str, tuple[int, int]]:
+    return {f"{frame.parent.parent.name}/{frame.stem}": Image.open(frame).size
+            for frame in test_root.glob("*/Frame/*.jpg")}
+
+
+def test_every_phase_ran_and_was_timed(quick_run: tuple[Path, dict]) -> None:
+    _, summary = quick_run
+    phases = set(summary["phase_seconds"])
+    assert {"toy data set + DIS optical flow", "train: pretrain_rgb", "train: pretrain_flow",
+            "train: finetune", "eval.davis16: finetuned", "eval.vsod: finetuned"} <= phases
+    assert all(seconds >= 0 for seconds in summary["phase_seconds"].values())
+
+
+def test_stage_checkpoints_exist(quick_run: tuple[Path, dict]) -> None:
+    _, summary = quick_run
+    for stage in demo.STAGES:
+        path = Path(summary["checkpoints"][stage])
+        assert path.is_file(), stage
+        assert (path.parent / "run.json").is_file()
+
+
+def test_masks_are_binary_and_full_size(quick_run: tuple[Path, dict]) -> None:
+    workdir, summary = quick_run
+    sizes = _frame_sizes(workdir / "dataset" / "ToyQuick" / "TestSet" / demo.TOY_DATASET)
+    for mode in ("binary", "untrained-binary", "saliency"):
+        masks = sorted((Path(summary["result_dir"]) / mode / demo.TOY_DATASET).glob("*/*.png"))
+        # every frame but the last of each sequence (no forward flow: official rule)
+        n_sequences = len({key.split("/")[0] for key in sizes})
+        assert len(masks) == len(sizes) - n_sequences, mode
+        for mask in masks:
+            image = Image.open(mask)
+            assert image.mode == "L"
+            assert image.size == sizes[f"{mask.parent.name}/{mask.stem}"]
+            if mode != "saliency":
+                assert set(np.unique(np.asarray(image))) <= {0, 255}
+
+
+def test_scores_are_well_formed(quick_run: tuple[Path, dict]) -> None:
+    _, summary = quick_run
+    for key in ("mean_J_untrained", "mean_J_trained"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert set(summary["davis16"]) == {"J", "F", "T"}
+    assert {"S", "maxE", "maxF", "MAE", "n_sequences", "n_frames"} <= set(summary["vsod"])
+    report = json.loads((Path(summary["result_dir"]) / "davis16_trained.json").read_text())
+    assert report["overall"]["J"]["mean"] == summary["mean_J_trained"]
+
+
+def test_overlay_gif_has_one_frame_per_mask(quick_run: tuple[Path, dict]) -> None:
+    _, summary = quick_run
+    gif = Image.open(summary["overlay_gif"])
+    assert gif.format == "GIF"
+    assert gif.n_frames >= 2
+
+
+def test_rerun_reuses_everything(quick_run: tuple[Path, dict]) -> None:
+    workdir, summary = quick_run
+    checkpoints = [Path(path) for path in summary["checkpoints"].values()]
+    before = [path.stat().st_mtime_ns for path in checkpoints]
+    again = demo.main(["--quick", "--workdir", str(workdir)])
+    assert "toy data set + DIS optical flow" not in again["phase_seconds"]
+    assert [path.stat().st_mtime_ns for path in checkpoints] == before
+    assert again["mean_J_trained"] == summary["mean_J_trained"]
