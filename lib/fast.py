@@ -4,16 +4,30 @@ At test time only ``pred_s`` is used, so the motion decoder (``output_e``) and t
 motion side are not computed, and the never-used ``RGBF_conv3`` is dropped from the copy. Every
 BatchNorm that directly follows a convolution (all of them: the head has no activation between
 conv and BN either) is folded into that convolution.
+
+Execution backends (``build_fast_model(model, backend=...)``):
+
+* ``"eager"``: the folded network run op by op (any device, dtype, autocast).
+* ``"jit"``: per input shape, the network is traced and frozen with TorchScript; on CPU the three
+  backbone streams additionally go through ``torch.jit.optimize_for_inference`` (oneDNN layout,
+  pre-packed weights, conv+ReLU / conv+add+ReLU fused). Traces are cached by (device, dtype,
+  shape); the first call at a new shape pays the trace (seconds). Used for float32 without
+  autocast; anything else falls back to eager.
+* ``"auto"`` (default): ``"jit"`` for float32 CPU inputs, ``"eager"`` elsewhere (CUDA).
 """
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from lib.fsnet import FSNet
+from lib.fsnet import FSNet, check_inputs
+from lib.head import resize
+
+BACKENDS = ("auto", "eager", "jit")
 
 
 def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -39,31 +53,107 @@ def fold_batchnorm(model: nn.Module) -> int:
     return len(pairs)
 
 
-class FastFSNet(nn.Module):
-    """Eval-only FSNet wrapper: ``forward(image, flow) -> pred_s`` logits ``(N, 1, H, W)``."""
+class _Encoder(nn.Module):
+    """Traceable view of the three streams: ``(image, flow) -> (merged levels, motion levels)``."""
 
     def __init__(self, net: FSNet) -> None:
         super().__init__()
         self.net = net
+
+    def forward(self, image: Tensor, flow: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        merged, motion = self.net.encode(image, flow)
+        return tuple(merged), tuple(motion)
+
+
+class _Head(nn.Module):
+    """Traceable view of DimReduce + BPMs + appearance decoder (logits at 1/4 resolution)."""
+
+    def __init__(self, net: FSNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, merged: tuple[Tensor, ...], motion: tuple[Tensor, ...]) -> Tensor:
+        s, _ = self.net.refine(merged, motion, with_motion=False)
+        return self.net.output_s(s)
+
+
+def _trace(module: nn.Module, inputs: tuple, mkldnn: bool) -> torch.jit.ScriptModule:
+    """Trace ``module`` on ``inputs`` and freeze it (plus oneDNN conversion when ``mkldnn``)."""
+    with warnings.catch_warnings():
+        # Shape-dependent Python branches get baked in (traces are cached per input shape), and
+        # torch >= 2.9 flags TorchScript as deprecated; both warnings are expected here.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.freeze(torch.jit.trace(module.eval(), inputs, check_trace=False))
+        return torch.jit.optimize_for_inference(traced) if mkldnn else traced
+
+
+class _Traced:
+    """The two traced halves for one (device, dtype, shape); the final resize stays eager."""
+
+    def __init__(self, net: FSNet, image: Tensor, flow: Tensor) -> None:
+        # The oneDNN pass would hit adaptive pools the PPM uses (11x11 -> 2, 3, 6 bins), which it
+        # does not support, so only the backbone streams (~90% of the FLOPs) are converted.
+        self.encoder = _trace(_Encoder(net), (image, flow), mkldnn=image.device.type == "cpu")
+        merged, motion = self.encoder(image, flow)
+        self.head = _trace(_Head(net), (merged, motion), mkldnn=False)
+
+    def __call__(self, image: Tensor, flow: Tensor) -> Tensor:
+        return self.head(*self.encoder(image, flow))
+
+
+class FastFSNet(nn.Module):
+    """Eval-only FSNet wrapper: ``forward(image, flow) -> pred_s`` logits ``(N, 1, H, W)``."""
+
+    def __init__(self, net: FSNet, backend: str = "auto") -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown fast-path backend {backend!r}; choose one of {BACKENDS}")
+        self.net = net
+        self.backend = backend
         self.backbone_name = net.backbone_name
+        self._traces: dict[tuple, _Traced] = {}
 
     def train(self, mode: bool = True) -> "FastFSNet":
         if mode:
             raise RuntimeError("FastFSNet is inference-only (BatchNorm is folded); use FSNet to train")
         return super().train(False)
 
+    def _apply(self, fn, recurse: bool = True):
+        self._traces.clear()  # traces hold the weights of the old device/dtype as constants
+        return super()._apply(fn, recurse)
+
+    def uses_jit(self, image: Tensor) -> bool:
+        """Whether a call with ``image`` runs the traced path (else eager)."""
+        if self.backend == "eager" or image.dtype != torch.float32:
+            return False
+        if torch.is_autocast_enabled(image.device.type):
+            return False
+        return self.backend == "jit" or image.device.type == "cpu"
+
     @torch.inference_mode()
     def forward(self, image: Tensor, flow: Tensor) -> Tensor:
+        check_inputs(image, flow)
         image = image.contiguous(memory_format=torch.channels_last)
         flow = flow.contiguous(memory_format=torch.channels_last)
-        return self.net.predict_appearance(image, flow).contiguous()
+        if not self.uses_jit(image):
+            return self.net.predict_appearance(image, flow).contiguous()
+        key = (image.device, image.dtype, tuple(image.shape))
+        if key not in self._traces:
+            with torch.inference_mode(False), torch.no_grad():
+                self._traces[key] = _Traced(self.net, image.clone(), flow.clone())
+        return resize(self._traces[key](image, flow), image.shape[2:]).contiguous()
 
 
-def build_fast_model(model: FSNet) -> FastFSNet:
-    """Return an eval-only copy of ``model`` for fast inference; ``model`` is left unchanged."""
+def build_fast_model(model: FSNet, backend: str = "auto") -> FastFSNet:
+    """Return an eval-only copy of ``model`` for fast inference; ``model`` is left unchanged.
+
+    ``backend``: ``"auto"`` (TorchScript + oneDNN on CPU float32, eager elsewhere), ``"jit"`` or
+    ``"eager"``; see the module docstring.
+    """
     net = copy.deepcopy(model).eval()
     del net.output_e, net.RGBF_conv3
     fold_batchnorm(net)
     net.requires_grad_(False)
     net.to(memory_format=torch.channels_last)
-    return FastFSNet(net).eval()
+    return FastFSNet(net, backend).eval()

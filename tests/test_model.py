@@ -136,7 +136,7 @@ def test_flow_shape_must_match_image(models):
 def test_fast_path_matches_plain_eval_forward(models, backbone):
     model = randomize_weights(copy.deepcopy(models[backbone]), seed=1).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = build_fast_model(model)
+    fast = build_fast_model(model, backend="eager")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert not hasattr(fast.net, "output_e")
     for size in [(64, 64), (96, 128)]:
@@ -151,6 +151,25 @@ def test_fast_path_matches_plain_eval_forward(models, backbone):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the source is untouched
     with pytest.raises(RuntimeError, match="inference-only"):
         fast.train()
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_fast_path_jit_backend_matches_and_caches_per_shape(models, backbone):
+    model = randomize_weights(copy.deepcopy(models[backbone]), seed=3).eval()
+    fast = build_fast_model(model)  # default "auto": TorchScript + oneDNN on CPU float32
+    image, flow = _inputs(2, 64, 64, seed=4)
+    assert fast.uses_jit(image)
+    with torch.no_grad():
+        pred_s, _ = model(image, flow)
+    assert pred_s.std() > 1e-2
+    for _ in range(2):  # second call reuses the cached trace
+        assert (fast(image, flow) - pred_s).abs().max() <= 1e-4
+    assert len(fast._traces) == 1
+    with pytest.raises(ValueError, match="multiple"):  # the input check still runs
+        fast(*_inputs(1, 64, 70))
+    fast.to(torch.float64)  # moving the module drops traces that hold the old weights
+    assert not fast._traces and not fast.uses_jit(image.double())
+    assert (fast(image.double(), flow.double()) - pred_s.double()).abs().max() <= 1e-4
 
 
 def _write_imagenet_file(model: FSNet, folder: Path, name: str, seed: int) -> dict:
