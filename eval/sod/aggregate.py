@@ -22,18 +22,9 @@ _SCALARS = ("S", "wF", "adpF", "MAE")
 
 
 @dataclass(frozen=True)
-class SequenceScores:
-    """Means over the evaluated frames of one sequence (curves indexed like THRESHOLDS)."""
+class SequenceScores(FrameScores):
+    """Means over the evaluated frames of one sequence (the fields of FrameScores) and their count."""
 
-    S: float
-    wF: float
-    adpF: float
-    adpE: float
-    MAE: float
-    F: np.ndarray
-    E: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
     n_frames: int
 
 
