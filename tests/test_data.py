@@ -12,7 +12,7 @@ from torchvision import transforms
 
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDataset, read_mask
 from utils.davis_import import import_davis
-from utils.flow import flow_from_color, flow_to_color
+from utils.flow_color import flow_from_color, flow_to_color
 from utils.images import read_mask_official
 
 H, W, S = 24, 32, 16

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchvision.utils import flow_to_image
 
-from utils.flow import (compute_flow, flow_from_color, flow_to_color, generate_flow, main,
-                        mirror_flow_color, read_flo)
+from utils.flow import compute_flow, generate_flow, main, read_flo
+from utils.flow_color import flow_from_color, flow_to_color, mirror_flow_color
 from utils.fileio import save_image
 from utils.images import read_rgb
 
