@@ -32,7 +32,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -299,19 +299,32 @@ def _read_frame(path: Path, method: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if method == "raft" else image
 
 
+def _frames_ahead(jobs: Sequence[FlowJob], method: str, reader: ThreadPoolExecutor
+                  ) -> Iterator[Tuple[FlowJob, np.ndarray, np.ndarray]]:
+    """Yield each job with its two frames; the next job's frames are decoded on ``reader``
+    meanwhile, and a frame shared by consecutive jobs is decoded once."""
+    futures: Dict[Path, Future] = {}
+    for index, job in enumerate(jobs):
+        upcoming = jobs[index + 1: index + 2]
+        wanted = [job.a, job.b] + [path for nxt in upcoming for path in (nxt.a, nxt.b)]
+        for path in wanted:
+            if path not in futures:
+                futures[path] = reader.submit(_read_frame, path, method)
+        yield job, futures[job.a].result(), futures[job.b].result()
+        futures = {path: futures[path] for path in wanted[2:]}
+
+
 def _run_jobs(jobs: Sequence[FlowJob], method: str, raft: Optional[RaftOptions],
               progress: Optional[tqdm] = None) -> int:
-    """Compute and write ``jobs`` in order; colour coding and writing overlap the next flow."""
-    cache: Dict[Path, np.ndarray] = {}
+    """Compute and write ``jobs`` in order; frame decoding, colour coding and writing run on two
+    helper threads, overlapping the flow computation."""
     pending: List[Future] = []
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        for job in jobs:
-            frames = {p: cache[p] if p in cache else _read_frame(p, method) for p in (job.a, job.b)}
-            cache = frames
-            if frames[job.a].shape != frames[job.b].shape:
-                raise ValueError(f"Frames differ in size: {job.a} {frames[job.a].shape[:2]} vs "
-                                 f"{job.b} {frames[job.b].shape[:2]}; resize them to one size.")
-            flow = compute_flow(frames[job.a], frames[job.b], method, raft)
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        for job, frame_a, frame_b in _frames_ahead(jobs, method, reader):
+            if frame_a.shape != frame_b.shape:
+                raise ValueError(f"Frames differ in size: {job.a} {frame_a.shape[:2]} vs "
+                                 f"{job.b} {frame_b.shape[:2]}; resize them to one size.")
+            flow = compute_flow(frame_a, frame_b, method, raft)
             pending.append(writer.submit(_write_outputs, flow, job))
             while len(pending) > 1 or (pending and pending[0].done()):
                 pending.pop(0).result()
