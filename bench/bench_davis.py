@@ -53,6 +53,7 @@ def blob(t: float, seed: int, jitter: float) -> np.ndarray:
 
 
 def baseline_f(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Boundary F with full-frame scipy dilations (the straightforward toolbox port)."""
     bp, bg = seg2bmap(pred), seg2bmap(gt)
     se = disk(tolerance_radius(pred.shape)).astype(bool)
     p = (bp & binary_dilation(bg, se)).sum() / max(bp.sum(), 1)
@@ -61,6 +62,7 @@ def baseline_f(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def _heapq_path(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Shortest monotone path (end to start) with a plain heapq Dijkstra over the grid."""
     n1, n2 = cost.shape
     dist = np.full((n1, n2), np.inf)
     pred: dict[tuple[int, int], tuple[int, int]] = {}
@@ -82,6 +84,7 @@ def _heapq_path(cost: np.ndarray) -> list[tuple[int, int]]:
 
 
 def baseline_t(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
+    """T of a pair via an n1 x n2 x 60 cost tensor and two heapq Dijkstra runs."""
     ha, hb = (shape_contexts(resample(longest_curve(m))) for m in (mask_a, mask_b))
     a = ha / (ha.sum(axis=1, keepdims=True) + EPS)
     b = hb / (hb.sum(axis=1, keepdims=True) + EPS)
@@ -102,12 +105,14 @@ def _cpu_seconds() -> float:
 
 
 def timed(fn, *args) -> float:
+    """Wall seconds of one call ``fn(*args)``."""
     start = time.perf_counter()
     fn(*args)
     return time.perf_counter() - start
 
 
 def write_workload(root: Path, frames: int) -> tuple[Path, Path]:
+    """Write val-like sequences (about ``frames`` in total) as plain GT and prediction trees."""
     counts = np.maximum(6, np.round(np.asarray(VAL_FRAMES) * frames / sum(VAL_FRAMES))).astype(int)
     gt_root, pred_root = root / "gt", root / "pred"
     for s, (name, n) in enumerate(zip(VAL_SEQUENCES, counts)):
@@ -121,6 +126,7 @@ def write_workload(root: Path, frames: int) -> tuple[Path, Path]:
 
 
 def main() -> None:
+    """Run the benchmarks and print times and ratios."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=120, help="workload frames (val: 1376)")

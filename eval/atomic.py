@@ -22,3 +22,8 @@ def write_atomic(path: Union[str, os.PathLike], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Union[str, os.PathLike], text: str) -> None:
+    """Write ``text`` as UTF-8 atomically (see :func:`write_atomic`)."""
+    write_atomic(path, text.encode("utf-8"))

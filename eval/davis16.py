@@ -13,14 +13,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from eval.atomic import write_text
 from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequence, pred_sequences
-from eval.davis.report import sequence_tables, summary_table, to_csv, to_json, write_text
+from eval.davis.report import sequence_tables, summary_table, to_csv, to_json
 from eval.davis.runner import METRICS, score_sequences, summarise
 from eval.davis.sequences import SETS, UNSTABLE_SEQUENCES
 
 
 def _choose_sequences(pred_dir: Path, gt_seqs: dict[str, Path], seqs: list[str] | None,
                       subset: str | None) -> list[str]:
+    """The sequences to score: ``subset``, ``seqs`` or every prediction folder; all in the GT."""
     if seqs and subset:
         raise DavisInputError("Pass either --seqs or --set, not both.")
     if subset:
@@ -73,6 +75,7 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, seqs: list[str] | None = 
 
 
 def _threshold(text: str) -> float | None:
+    """--threshold value: None for 'matlab', else a fraction in [0, 1)."""
     if text == "matlab":
         return None
     value = float(text)
@@ -82,6 +85,7 @@ def _threshold(text: str) -> float | None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m eval.davis16``."""
     parser = argparse.ArgumentParser(
         prog="python -m eval.davis16", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +102,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="subset of J,F,T (default all)")
     parser.add_argument("--threshold", default="matlab", type=_threshold,
                         help="non-binary predictions: 'matlab' (value > round(max/2), default) "
-                        "or a fraction t of 255 (value > t*255); binary PNGs are always > 0")
+                        "or a fraction t of the largest value (value > t*255 for 8-bit PNGs); binary PNGs "
+                        "are always > 0")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     parser.add_argument("--allow_missing", action="store_true",
                         help="score missing prediction frames as empty masks (listed)")
@@ -112,6 +117,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on unusable input)."""
     args = get_args_parser().parse_args(argv)
     try:
         report = evaluate(args.pred, args.gt, seqs=args.seqs, subset=args.subset,

@@ -111,7 +111,7 @@ def test_cli_outputs(synth_root, tmp_path, capsys, expected):
     assert len(rows) == 3
 
 
-def test_val_set_excludes_unstable_sequences_from_t(tmp_path):
+def test_val_set_has_the_toolbox_stable_sequences():
     from eval.davis.sequences import UNSTABLE_SEQUENCES, VAL_SEQUENCES
     stable = [s for s in VAL_SEQUENCES if s not in UNSTABLE_SEQUENCES]
     assert len(VAL_SEQUENCES) == 20 and len(stable) == 10

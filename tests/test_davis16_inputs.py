@@ -106,6 +106,19 @@ def test_missing_sequence_folder(tiny):
     assert report["meta"]["missing_predictions"]["bb"] == [f"{t:05d}" for t in range(1, N - 1)]
 
 
+def test_unstable_sequences_get_no_t_unless_t_all(tiny):
+    for root in (tiny["plain"], tiny["pred"]):
+        (root / "aa").rename(root / "goat")  # "goat" is on the toolbox's unstable list
+    report = evaluate(tiny["pred"], tiny["plain"])
+    assert report["meta"]["t_sequences"] == ["bb"]
+    assert report["sequences"]["goat"]["T"] == {"mean": None, "evaluated": False}
+    assert report["sequences"]["goat"]["per_frame"]["T"] == []
+    assert report["overall"]["T"]["mean"] == report["sequences"]["bb"]["T"]["mean"]
+    every = evaluate(tiny["pred"], tiny["plain"], t_all=True)
+    assert every["sequences"]["goat"]["T"]["evaluated"]
+    assert every["meta"]["t_sequences"] == ["bb", "goat"]
+
+
 def test_non_png_files(tiny):
     (tiny["pred"] / "aa" / "00001.jpg").write_bytes(b"x")
     with pytest.raises(DavisInputError, match=r"only PNG[\s\S]*00001\.jpg"):

@@ -154,8 +154,9 @@ def test_nan_s_measure_propagates_like_matlab(tmp_path, caplog):
         got = run(tmp_path)
     assert got["S"] is None and got["MAE"] == 0.0
     assert any("NaN" in r.getMessage() and "seqE/00001.png" in r.getMessage() for r in caplog.records)
-    main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--json", str(tmp_path / "o.json")])
-    assert json.loads((tmp_path / "o.json").read_text())["datasets"]["Set"]["S"] is None
+    out = tmp_path / "o.json"
+    assert main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["datasets"]["Set"]["S"] is None
 
 
 def test_plot_without_matplotlib_says_how_to_install(handmade, monkeypatch, capsys):

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from eval.common import format_listing
+
 GT_LAYOUTS = ("auto", "davis", "fsnet", "plain")
-_MAX_LISTED = 10
 
 
 class DavisInputError(ValueError):
@@ -43,9 +44,8 @@ def _natural_key(name: str) -> list:
 
 
 def _listing(paths: list, what: str) -> str:
-    shown = "\n  ".join(str(p) for p in paths[:_MAX_LISTED])
-    more = f"\n  ... and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
-    return f"{what} ({len(paths)}):\n  {shown}{more}"
+    """``what (count):`` followed by the first few entries, one per line."""
+    return f"{what} ({len(paths)}):" + format_listing(paths)
 
 
 def list_pngs(folder: Path) -> list[Path]:
@@ -130,12 +130,13 @@ def plan_sequence(name: str, gt_dir: Path, pred_root: Path, allow_missing: bool)
         raise DavisInputError(
             f"No prediction folder {pred_dir} for sequence {name!r}. Run inference for it, "
             "choose sequences with --seqs, or pass --allow_missing to score it as empty.")
-    size = _image_size(gt_paths[0])
+    gt_sizes = [_image_size(gt_path) for gt_path in gt_paths]
+    size = gt_sizes[0]
     pred_paths: list[Path | None] = [None] * len(gt_paths)
     missing, wrong_size = [], []
-    for index, gt_path in enumerate(gt_paths):
-        if _image_size(gt_path) != size:
-            wrong_size.append(f"{gt_path}: {_image_size(gt_path)} vs {size} of {gt_paths[0]}")
+    for index, (gt_path, gt_size) in enumerate(zip(gt_paths, gt_sizes)):
+        if gt_size != size:
+            wrong_size.append(f"{gt_path}: {gt_size} vs {size} of {gt_paths[0]}")
         if not 1 <= index <= len(gt_paths) - 2:
             continue
         pred = available.get(gt_path.stem)

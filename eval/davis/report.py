@@ -1,12 +1,9 @@
 """Text tables, CSV and JSON output of a DAVIS-2016 evaluation report."""
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 
-from eval.atomic import write_atomic
+from eval.common import csv_text
 
 SUMMARY_COLUMNS = (("J", "mean"), ("J", "recall"), ("J", "decay"),
                    ("F", "mean"), ("F", "recall"), ("F", "decay"), ("T", "mean"))
@@ -47,18 +44,9 @@ def sequence_tables(report: dict) -> str:
 def to_csv(report: dict) -> str:
     """Per-sequence CSV: sequence, n_frames, then one column per statistic."""
     cols = _columns(report)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sequence", "n_frames"] + [f"{m}_{s}" for m, s in cols])
-    for name, entry in report["sequences"].items():
-        writer.writerow([name, entry["n_frames"]]
-                        + ["" if entry[m][s] is None else repr(entry[m][s]) for m, s in cols])
-    return buffer.getvalue()
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically."""
-    write_atomic(path, text.encode("utf-8"))
+    return csv_text(["sequence", "n_frames"] + [f"{m}_{s}" for m, s in cols],
+                    ([name, entry["n_frames"]] + [entry[m][s] for m, s in cols]
+                     for name, entry in report["sequences"].items()))
 
 
 def to_json(report: dict) -> str:

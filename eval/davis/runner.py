@@ -88,7 +88,8 @@ def score_sequences(jobs: list[SequenceJob], metrics: tuple[str, ...], threshold
     return merged
 
 
-def _clean(value: float) -> float | None:
+def _clean(value: float | None) -> float | None:
+    """NaN -> None (JSON null); other values unchanged."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 

@@ -1,12 +1,11 @@
 """Table, CSV and JSON output of dataset results (files are written atomically)."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
-from eval.atomic import write_atomic
+from eval.atomic import write_text
+from eval.common import csv_text
 from eval.sod.aggregate import DatasetScores
 
 # Paper order first (FSNet Table: S, max-E, max-F, MAE), then the other main_VSOD.m numbers.
@@ -38,15 +37,11 @@ def format_table(results: dict[str, DatasetScores], digits: int = 3) -> str:
 
 def write_json(results: dict[str, DatasetScores], path: Path) -> None:
     """Write the schema document as indented JSON."""
-    write_atomic(path, (json.dumps(schema(results), indent=2) + "\n").encode())
+    write_text(path, json.dumps(schema(results), indent=2) + "\n")
 
 
 def write_csv(results: dict[str, DatasetScores], path: Path) -> None:
     """One row per dataset: ``dataset`` then COLUMNS at full precision (empty cell for NaN)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("dataset",) + COLUMNS)
-    for name, scores in results.items():
-        summary = scores.summary()
-        writer.writerow([name] + ["" if summary[k] is None else repr(summary[k]) for k in COLUMNS])
-    write_atomic(path, buffer.getvalue().encode())
+    summaries = {name: scores.summary() for name, scores in results.items()}
+    rows = ([name] + [summary[k] for k in COLUMNS] for name, summary in summaries.items())
+    write_text(path, csv_text(("dataset",) + COLUMNS, rows))

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval.common import format_listing
 from eval.sod.images import VSODInputError
 
 GT_EXTENSIONS = (".bmp", ".jpg", ".png")  # calculateNumber.m's order of preference
 SHORT_SEQUENCE_POLICIES = ("error", "exclude")
-_MAX_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,6 @@ class DatasetPlan:
     name: str
     jobs: list[SequenceJob] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _listing(paths: list[str]) -> str:
-    """First few entries of a list of paths, one per line, with the count of the rest."""
-    shown = "\n  ".join(paths[:_MAX_LISTED])
-    more = f"\n  ... and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
-    return f"\n  {shown}{more}"
 
 
 def sequence_gt_dir(seq_dir: Path) -> Path:
@@ -75,7 +68,7 @@ def resolve_datasets(pred_root: Path, gt_root: Path, datasets: list[str] | None)
     problems = [f"{gt_root / n} (GT)" for n in names if not (gt_root / n).is_dir()]
     problems += [f"{pred_root / n} (predictions)" for n in names if not (pred_root / n).is_dir()]
     if problems:
-        raise VSODInputError("dataset folders not found:" + _listing(problems)
+        raise VSODInputError("dataset folders not found:" + format_listing(problems)
                              + "\nFix: check --gt/--pred or name the datasets with --datasets.")
     return names
 
@@ -94,14 +87,15 @@ def plan_dataset(pred_root: Path, gt_root: Path, dataset: str, short_sequences: 
     stray = [str(p) for p in entries if not p.is_dir()]
     if stray:
         plan.warnings.append("ignored files in the GT dataset folder (main_VSOD.m would take each for a "
-                             "sequence and report NaN for the whole dataset):" + _listing(stray))
+                             "sequence and report NaN for the whole dataset):" + format_listing(stray))
     short, missing = [], []
     for seq_dir in (p for p in entries if p.is_dir()):
         gt_dir = sequence_gt_dir(seq_dir)
         names, ignored = gt_frames(gt_dir)
         if ignored:
             rule = f"only the *{Path(names[0]).suffix} files are GT frames" if names else "no *.bmp/*.jpg/*.png file"
-            plan.warnings.append(f"ignored files in {gt_dir} ({rule}, as in calculateNumber.m):" + _listing(ignored))
+            plan.warnings.append(f"ignored files in {gt_dir} ({rule}, as in calculateNumber.m):"
+                                 + format_listing(ignored))
         if len(names) <= 2:
             short.append(f"{gt_dir}: {len(names)} GT frame(s)")
             continue
@@ -115,19 +109,19 @@ def plan_dataset(pred_root: Path, gt_root: Path, dataset: str, short_sequences: 
         raise VSODInputError(
             f"{dataset}: sequences with <= 2 GT frames have no evaluated frame (the first and last GT "
             "frame are always skipped) and make main_VSOD.m report NaN for the whole dataset:"
-            + _listing(short) + "\nFix: remove them, or pass --short_sequences exclude to leave them out.")
+            + format_listing(short) + "\nFix: remove them, or pass --short_sequences exclude to leave them out.")
     if short:
-        plan.warnings.append(f"{dataset}: excluded sequences with <= 2 GT frames:" + _listing(short))
+        plan.warnings.append(f"{dataset}: excluded sequences with <= 2 GT frames:" + format_listing(short))
     if missing:
         raise VSODInputError(
             f"{dataset}: {len(missing)} evaluated GT frame(s) have no prediction with the same file name "
-            "(main_VSOD.m stops at the first):" + _listing(missing)
+            "(main_VSOD.m stops at the first):" + format_listing(missing)
             + "\nFix: run inference on these sequences, or point --pred at the folder holding <Dataset>/<seq>/.")
     if not plan.jobs:
         raise VSODInputError(f"{dataset}: no sequence with more than 2 GT frames under {gt_dataset}")
     extra = [str(p) for p in sorted(pred_dataset.iterdir()) if p.is_dir() and not (gt_dataset / p.name).is_dir()]
     if extra:
-        plan.warnings.append(f"{dataset}: prediction folders without GT, not evaluated:" + _listing(extra))
+        plan.warnings.append(f"{dataset}: prediction folders without GT, not evaluated:" + format_listing(extra))
     return plan
 
 

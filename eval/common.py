@@ -1,0 +1,31 @@
+"""Small helpers shared by the DAVIS-2016 (eval/davis) and V-SOD (eval/sod) evaluators.
+
+Like the rest of eval/, this imports nothing from lib/ or utils/.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Iterable, Sequence
+
+MAX_LISTED = 10  # entries named in an error or warning before "... and N more"
+
+
+def format_listing(items: Sequence[object]) -> str:
+    """The first MAX_LISTED ``items`` one per indented line (each line starts with a newline),
+    then how many more there are; appended to error and warning messages that name files."""
+    shown = "\n  ".join(str(item) for item in items[:MAX_LISTED])
+    more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return f"\n  {shown}{more}"
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV text with ``\\n`` line ends: strings as they are, None as an empty cell, numbers
+    with ``repr`` (full precision)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if cell is None else cell if isinstance(cell, str) else repr(cell)
+                         for cell in row])
+    return buffer.getvalue()
