@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.davis.io import DavisInputError, read_prediction
+from eval.davis.io import DavisInputError, pred_sequences, read_prediction
 from eval.davis16 import evaluate, main
 
 H, W, N = 36, 52, 6
@@ -156,3 +156,10 @@ def test_binarisation_rules(tmp_path):
     _save(ones, tmp_path / "o.png")
     assert read_prediction(tmp_path / "o.png", (1, 4), 0.5).tolist() == [[0, 1, 1, 0]]
     assert not read_prediction(None, (2, 3), None).any()
+
+
+def test_stray_files_beside_sequences_are_named_in_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "notes.txt").write_text("not a sequence")
+    with pytest.warns(UserWarning, match="notes.txt"):
+        assert pred_sequences(tmp_path) == ["seq"]

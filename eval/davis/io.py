@@ -13,6 +13,7 @@ files and the fix; nothing is skipped silently. Inputs are only read.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,16 @@ def detect_layout(gt_root: Path) -> str:
     return "fsnet" if with_gt else "plain"
 
 
+def _sequence_dirs(root: Path, what: str) -> list[Path]:
+    """Sub-folders of ``root``; files there are not sequences and are named in a warning."""
+    entries = list(root.iterdir())
+    stray = sorted(p for p in entries if not p.is_dir())
+    if stray:
+        warnings.warn(f"{what}: ignored " + _listing(stray, f"files in {root} (not sequence folders)"),
+                      stacklevel=3)
+    return [p for p in entries if p.is_dir()]
+
+
 def gt_sequences(gt_root: Path, layout: str = "auto") -> dict[str, Path]:
     """Map sequence name -> folder holding its GT PNGs."""
     gt_root = Path(gt_root)
@@ -89,7 +100,7 @@ def gt_sequences(gt_root: Path, layout: str = "auto") -> dict[str, Path]:
     base = gt_root / "Annotations" / "480p" if layout == "davis" else gt_root
     if not base.is_dir():
         raise DavisInputError(f"GT folder {base} does not exist (--gt, layout {layout}).")
-    seqs = {p.name: (p / "GT" if layout == "fsnet" else p) for p in base.iterdir() if p.is_dir()}
+    seqs = {p.name: (p / "GT" if layout == "fsnet" else p) for p in _sequence_dirs(base, "--gt")}
     if not seqs:
         raise DavisInputError(f"No sequence folders under {base} (--gt, layout {layout}).")
     return dict(sorted(seqs.items()))
@@ -100,7 +111,7 @@ def pred_sequences(pred_root: Path) -> list[str]:
     pred_root = Path(pred_root)
     if not pred_root.is_dir():
         raise DavisInputError(f"Prediction folder {pred_root} does not exist (--pred).")
-    return sorted(p.name for p in pred_root.iterdir() if p.is_dir())
+    return sorted(p.name for p in _sequence_dirs(pred_root, "--pred"))
 
 
 def _image_size(path: Path) -> tuple[int, int]:
