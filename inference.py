@@ -30,10 +30,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from utils.data import TestDataset
-from utils.flow import METHODS as FLOW_METHODS
 from utils.fileio import save_json
-from utils.flow import extract_frames, generate_flow
-from utils.images import list_images, natural_key
+from utils.flow import METHODS as FLOW_METHODS
+from utils.flow import RAFT_MODELS, extract_frames, generate_flow
+from utils.images import list_images
 from utils.overlay import write_overlay_gif
 from utils.postprocess import MODES
 from utils.predict import (PredictionStats, check_no_empty_sequence, check_writable, load_predictor,
@@ -78,6 +78,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="a video file or a folder of frames: flow, masks and an overlay GIF")
     parser.add_argument("--flow_method", choices=FLOW_METHODS, default="dis", help="--video: flow method")
     parser.add_argument("--raft_weights", default=None, help="--video with --flow_method raft: weights")
+    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large",
+                        help="--video with --flow_method raft: which torchvision RAFT the weights are for")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser
 
@@ -127,7 +129,7 @@ def _video_source(video: Path) -> Dict[str, object]:
 
 
 def prepare_video(video: Path, work_dir: Path, method: str, raft_weights: Optional[str],
-                  skip_existing: bool, progress: bool) -> Path:
+                  skip_existing: bool, progress: bool, raft_model: str = "raft_large") -> Path:
     """Lay out ``work_dir/{Frame,Flow}`` for a video file or a frame folder; return ``work_dir``.
 
     A frame folder is linked, never modified; a video file is decoded into ``Frame``. Flow uses
@@ -154,7 +156,8 @@ def prepare_video(video: Path, work_dir: Path, method: str, raft_weights: Option
     elif not (frame_dir.is_dir() and list_images(frame_dir)):
         extract_frames(video, frame_dir)
     generate_flow(frame_dir, work_dir / VIDEO_FLOW_FOLDER, method=method, last_frame="backward",
-                  skip_existing=skip_existing, raft_weights=raft_weights, progress=progress)
+                  skip_existing=skip_existing, raft_weights=raft_weights, raft_model=raft_model,
+                  progress=progress)
     return work_dir
 
 
@@ -190,7 +193,7 @@ def _video_job(args: argparse.Namespace, test_save: Path, progress: bool) -> Tup
     video = Path(args.video)
     name = video.stem if video.is_file() else video.resolve().name
     work_dir = prepare_video(video, test_save / f"{VIDEO_DATASET}-input" / name, args.flow_method,
-                             args.raft_weights, args.skip_existing, progress)
+                             args.raft_weights, args.skip_existing, progress, args.raft_model)
     return VIDEO_DATASET, TestDataset(work_dir, args.testsize, VIDEO_FLOW_FOLDER, "Frame")
 
 
@@ -208,12 +211,11 @@ def _dataset_jobs(args: argparse.Namespace) -> Tuple[List[Tuple[str, TestDataset
 
 
 def _write_video_overlay(dataset: TestDataset, masks_dir: Path) -> Path:
-    """Overlay GIF of every frame of the (single) video sequence; frames without mask untinted."""
+    """Overlay GIF of the predicted frames (in order) of the single video sequence; a frame whose
+    mask file is missing is shown untinted."""
     sequence = dataset.sequences[0]
-    frames = sorted([(s[1], s[2]) for s in dataset.samples] + [(u[1], None) for u in dataset.unpredicted],
-                    key=lambda item: natural_key(item[0]))
-    frame_paths = [path for _, path in frames if path is not None]
-    masks = [output_path(masks_dir, sequence, stem) for stem, path in frames if path is not None]
+    frame_paths = [frame_path for _, _, frame_path, _ in dataset.samples]
+    masks = [output_path(masks_dir, sequence, stem) for _, stem, _, _ in dataset.samples]
     gif = masks_dir / f"{sequence}.gif"
     write_overlay_gif(frame_paths, [m if m.is_file() else None for m in masks], gif)
     return gif

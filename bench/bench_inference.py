@@ -61,6 +61,7 @@ def run_inference(common: list[str], fast: bool, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Time the plain and the fast path on a fresh toy set; print (and return) the report."""
     args = get_args_parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp_path = Path(tmp)

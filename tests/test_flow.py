@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.utils import flow_to_image
 
 from utils.flow import compute_flow, generate_flow, main, read_flo
@@ -156,11 +157,24 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="00001.jpg"):
         generate_flow(frames, progress=False)
     (frames / "00001.jpg").write_bytes(b"broken")
-    with pytest.raises(ValueError, match="Cannot read frame.*00001.jpg"):
+    with pytest.raises(ValueError, match="Cannot read image.*00001.jpg"):
         generate_flow(frames, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="No frames found"):
         generate_flow(tmp_path / "empty", progress=False)
+
+
+def test_flow_keeps_the_frame_geometry_the_loaders_read(tmp_path):
+    """A JPEG with an EXIF rotation tag: flow must have the size utils.images reads (no rotation)."""
+    frames = tmp_path / "Frame"
+    frames.mkdir()
+    for t in range(2):
+        image = Image.fromarray(_shifted(2 * t, 0))
+        exif = image.getexif()
+        exif[0x0112] = 6  # "rotate 90 degrees" tag, which cv2.imread would apply by default
+        image.save(frames / f"{t:05d}.jpg", exif=exif)
+    generate_flow(frames, progress=False)
+    assert read_rgb(tmp_path / "OF_FlowNet2" / "00000.jpg").size == read_rgb(frames / "00000.jpg").size == (W, H)
 
 
 def test_dis_result_does_not_depend_on_earlier_frame_sizes():

@@ -133,7 +133,9 @@ class TrainDataset(Dataset):
             keep = np.unique(np.linspace(0, len(self.samples) - 1, max(1, max_samples)).round().astype(int))
             self.samples = [self.samples[i] for i in keep]
         if not self.samples:
-            raise ValueError(f"No training samples found under {root}")
+            raise ValueError(f"No training samples found under {root}: put images and masks with the "
+                             f"same stem into {', '.join(str(f) for f in folders.values())} "
+                             f"(see dataset/README.md).")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.fileio import PathLike, atomic_path, atomic_write_with
+from utils.fileio import PathLike, atomic_write_bytes, atomic_write_with
 from utils.flow_color import flow_to_color
-from utils.images import list_images, natural_key, sequence_name
+from utils.images import list_images, natural_key, read_rgb, sequence_name
 
 METHODS = ("dis", "farneback", "raft")
 RAFT_MODELS = ("raft_large", "raft_small")
@@ -129,8 +129,6 @@ def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis",
     raise ValueError(f"Unknown flow method '{method}': choose one of {METHODS}")
 
 
-# --------------------------------------------------------------------------- colour coding
-
 # --------------------------------------------------------------------------- writing
 
 def _write_jpeg(rgb: np.ndarray, path: Path) -> None:
@@ -138,8 +136,7 @@ def _write_jpeg(rgb: np.ndarray, path: Path) -> None:
                             [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError(f"Could not encode {path} as JPEG")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.tobytes())
+    atomic_write_bytes(path, data.tobytes())
 
 
 def write_flo(flow: np.ndarray, path: PathLike) -> None:
@@ -184,6 +181,7 @@ class FlowJob:
     raw: Optional[Path] = None
 
     def done(self) -> bool:
+        """True when the flow image (and the raw file, if asked for) already exists."""
         return self.out.is_file() and (self.raw is None or self.raw.is_file())
 
 
@@ -242,9 +240,9 @@ def find_sequences(source: Path, out: Optional[Path], frame_folder: str = "Frame
         root = out or source.with_suffix("")
         frames = extract_frames(source, root / frame_folder)
         return [FlowSequence(source.stem, frames, root / flow_folder)]
-    if list_images(source):
-        return [FlowSequence(source.name, list(list_images(source).values()),
-                          out or source.parent / flow_folder)]
+    images = list_images(source)
+    if images:
+        return [FlowSequence(source.name, list(images.values()), out or source.parent / flow_folder)]
     sequences: List[FlowSequence] = []
     for dirpath, dirnames, _ in os.walk(source):
         dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
@@ -292,11 +290,10 @@ def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
 # --------------------------------------------------------------------------- running
 
 def _read_frame(path: Path, method: str) -> np.ndarray:
-    flag = cv2.IMREAD_COLOR if method == "raft" else cv2.IMREAD_GRAYSCALE
-    image = cv2.imread(str(path), flag)
-    if image is None:
-        raise ValueError(f"Cannot read frame {path}: re-export it as JPEG/PNG or remove it.")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if method == "raft" else image
+    """Decode a frame with the loaders' reader (``utils.images.read_rgb``, so the flow has the
+    frame's size and orientation as FSNet sees it); grey for dis/farneback, RGB for raft."""
+    rgb = np.asarray(read_rgb(path))
+    return rgb if method == "raft" else _gray(rgb)
 
 
 def _frames_ahead(jobs: Sequence[FlowJob], method: str, reader: ThreadPoolExecutor
@@ -435,7 +432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
                                 args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
-                                    args.device, args.flow_folder, args.frame_folder)
+                                args.device, args.flow_folder, args.frame_folder)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

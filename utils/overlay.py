@@ -1,15 +1,12 @@
 """Animated GIF of masks tinted over their frames, to look at a video result at a glance."""
 from __future__ import annotations
 
-import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from utils.fileio import atomic_write_with, open_image
-
-PathLike = Union[str, os.PathLike]
+from utils.fileio import PathLike, atomic_write_with, open_image
 
 
 def tint(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 0, 0),
@@ -21,6 +18,7 @@ def tint(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255
 
 
 def _overlay_frame(frame_path: PathLike, mask_path: Optional[PathLike], max_side: int) -> Image.Image:
+    """One GIF frame: the RGB frame with its mask tinted over it, shrunk to ``max_side``."""
     frame = open_image(frame_path).convert("RGB")
     if mask_path is not None:
         mask = open_image(mask_path).convert("L")
