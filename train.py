@@ -205,6 +205,13 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 module.eval()
 
 
+def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.SGD:
+    """The recipe's SGD (``--lr``, ``--momentum``, ``--weight_decay``) over the trainable parameters;
+    the frozen, never-run modules are left out, as the official SGD effectively does."""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                           momentum=args.momentum, weight_decay=args.weight_decay)
+
+
 def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 batch: list[Tensor], sizes: list[int], args: argparse.Namespace,
                 env: distributed.DistEnv) -> Tensor:
@@ -295,8 +302,7 @@ def _train(args: argparse.Namespace, env: distributed.DistEnv) -> dict[str, Any]
     model = build_model(args, resume, finetune_from, env)
     if args.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                                momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler(env.device.type, enabled=args.amp == "fp16")
     net = model if not env.is_distributed else DistributedDataParallel(
         model, device_ids=[env.device] if env.device.type == "cuda" else None)

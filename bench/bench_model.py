@@ -90,6 +90,7 @@ def count_flops(fn: Callable[[], object]) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Print and return parameters, FLOPs, first-call time, latency and peak memory per path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
     parser.add_argument("--size", type=int, default=352)

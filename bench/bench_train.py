@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
+from lib.backbones import BACKBONES  # noqa: E402
 from lib.fsnet import FSNet  # noqa: E402
 from utils.distributed import DistEnv  # noqa: E402
 
@@ -32,8 +33,9 @@ CONFIGS = [("fp32", "off", False), ("fp32+channels_last", "off", True),
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags of the benchmark (sizes and batch default per device)."""
     p = argparse.ArgumentParser("Benchmark FSNet training steps")
-    p.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"))
+    p.add_argument("--backbone", default="res2net50", choices=BACKBONES)
     p.add_argument("--size", type=int, default=None, help="input size (CUDA 352, CPU 64)")
     p.add_argument("--batch", type=int, default=None, help="batch (CUDA 16, CPU 2)")
     p.add_argument("--multiscale", action="store_true",
@@ -63,8 +65,7 @@ def bench_config(amp: str, channels_last: bool, sizes: list[int], batch: list[to
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                                momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = train.build_optimizer(model, args)
     scaler = torch.amp.GradScaler(env.device.type, enabled=amp == "fp16")
     if env.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(env.device)
@@ -82,6 +83,7 @@ def bench_config(amp: str, channels_last: bool, sizes: list[int], batch: list[to
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Run every configuration, print the table and return its rows (ratio vs the first row)."""
     opts = get_args_parser().parse_args(argv)
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"

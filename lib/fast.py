@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -119,7 +120,7 @@ class FastFSNet(nn.Module):
             raise RuntimeError("FastFSNet is inference-only (BatchNorm is folded); use FSNet to train")
         return super().train(False)
 
-    def _apply(self, fn, recurse: bool = True):
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "FastFSNet":
         self._traces.clear()  # traces hold the weights of the old device/dtype as constants
         return super()._apply(fn, recurse)
 

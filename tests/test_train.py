@@ -103,8 +103,7 @@ def test_overfitting_a_fixed_batch_lowers_the_loss(toy: Path) -> None:
     args = train.get_args_parser().parse_args(["--train_type", "finetune", "--lr", "1e-2"])
     model = FSNet("resnet50")
     model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                                momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = train.build_optimizer(model, args)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     data = TrainDataset(toy, "finetune", trainsize=64)
     batch = [torch.stack(t) for t in zip(data[0], data[1])]

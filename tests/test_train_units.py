@@ -14,7 +14,7 @@ import train
 from lib.fsnet import FSNet
 from utils.distributed import DistEnv, ResumableDistributedSampler, per_rank_batch
 from utils.finetune_init import finetune_state_dict, flow_keys_to_copy
-from utils.train_state import capture_rng, check_resume_args, restore_rng
+from utils.train_state import capture_rng, check_resume_args, load_train_state, restore_rng
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,3 +125,14 @@ def test_resume_refuses_changed_recipe(tmp_path: Path) -> None:
     check_resume_args(args, {**args, "epoch": 30, "num_workers": 0}, tmp_path)  # allowed
     with pytest.raises(ValueError, match="--batchsize: checkpoint 16, now 8"):
         check_resume_args(args, {**args, "batchsize": 8}, tmp_path)
+
+
+def test_load_train_state_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    garbage = tmp_path / "last.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"last\.pth.*--overwrite"):
+        load_train_state(garbage)
+    bare = tmp_path / "FSNet-1epoch.pth"
+    torch.save({"module.a.weight": torch.zeros(1)}, bare)
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        load_train_state(bare)

@@ -16,6 +16,7 @@ bit-identically.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,13 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
             "or use --resume auto to continue the run in --save_path/--run_name/<train_type>/ if "
             "one exists."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise ValueError(
+            f"Cannot read {path}: {error}. It is not a last.pth written by train.py (or it is "
+            "damaged); resume from another copy, or start afresh with --overwrite."
+        ) from error
     missing = [k for k in ("model", "optimizer", "epoch", "batch_in_epoch", "rng", "args")
                if not isinstance(state, dict) or k not in state]
     if missing:

@@ -83,12 +83,14 @@ def _source_key(stream_key: str) -> str:
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The bare state_dict stored in ``path``; ``ValueError`` naming the file otherwise."""
+    fix = "Download it again (see lib/backbones/imagenet.py for the accepted files)."
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"Cannot read ImageNet weights {path}: {error}") from error
+        raise ValueError(f"Cannot read ImageNet weights {path}: {error}. {fix}") from error
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path} is not a bare state_dict (name -> tensor)")
+        raise ValueError(f"{path} is not a bare state_dict (name -> tensor). {fix}")
     return obj
 
 

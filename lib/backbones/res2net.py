@@ -21,8 +21,6 @@ STEM_FOLD_PAIRS = (
     ("conv1{s}.6", "bn1{s}"),
 )
 
-LAYER_PLANES = (64, 128, 256, 512)
-LAYER_BLOCKS = (3, 4, 6, 3)
 BASE_WIDTH = 26
 SCALE = 4
 
@@ -30,22 +28,23 @@ SCALE = 4
 class Bottle2neck(nn.Module):
     """Res2Net block: the 3x3 stage works on ``SCALE`` channel groups of ``width`` channels.
 
-    ``stage`` blocks (first of each layer) convolve each group independently and average-pool the
-    last group (3x3, block stride); normal blocks add the previous group's output before each
+    The first block of each layer, the one with a ``downsample`` shortcut, is a ``stage`` block
+    (the authors' ``stype='stage'``): it convolves each group independently and average-pools the
+    last group (3x3, block stride). Normal blocks add the previous group's output before each
     3x3 conv and pass the last group through.
     """
 
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, stage: bool = False) -> None:
+                 downsample: nn.Module | None = None) -> None:
         super().__init__()
         width = planes * BASE_WIDTH // 64
         self.width = width
-        self.stage = stage
+        self.stage = downsample is not None
         self.conv1 = nn.Conv2d(inplanes, width * SCALE, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width * SCALE)
-        if stage:
+        if self.stage:
             self.pool = nn.AvgPool2d(3, stride=stride, padding=1)
         self.convs = nn.ModuleList(
             nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
@@ -95,19 +94,15 @@ def make_stem() -> tuple[nn.Module, nn.BatchNorm2d]:
     return conv1, nn.BatchNorm2d(64)
 
 
-def make_layers() -> list[nn.Sequential]:
-    """``layer1..layer4`` (output channels 256/512/1024/2048, strides 1/2/2/2)."""
-    layers = []
-    inplanes = 64
-    for index, (planes, blocks) in enumerate(zip(LAYER_PLANES, LAYER_BLOCKS)):
-        stride = 1 if index == 0 else 2
-        downsample = nn.Sequential(
-            nn.AvgPool2d(stride, stride=stride, ceil_mode=True, count_include_pad=False),
-            nn.Conv2d(inplanes, planes * 4, 1, bias=False),
-            nn.BatchNorm2d(planes * 4),
-        )
-        block_list = [Bottle2neck(inplanes, planes, stride, downsample, stage=True)]
-        inplanes = planes * 4
-        block_list += [Bottle2neck(inplanes, planes) for _ in range(1, blocks)]
-        layers.append(nn.Sequential(*block_list))
-    return layers
+def make_downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential:
+    """Shortcut projection of a layer's first block: ``stride`` average pool (ceil mode), then
+    1x1 conv + BN (``downsample.1/2``)."""
+    return nn.Sequential(
+        nn.AvgPool2d(stride, stride=stride, ceil_mode=True, count_include_pad=False),
+        nn.Conv2d(inplanes, outplanes, 1, bias=False),
+        nn.BatchNorm2d(outplanes),
+    )
+
+
+#: Block type of ``layer1..layer4`` (built by :func:`lib.backbones.streams.make_layers`).
+BLOCK = Bottle2neck

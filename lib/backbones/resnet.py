@@ -11,9 +11,6 @@ IMAGENET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 #: (conv, BatchNorm) pairs of one stream's stem; ``{s}`` is the stream suffix.
 STEM_FOLD_PAIRS = (("conv1{s}", "bn1{s}"),)
 
-LAYER_PLANES = (64, 128, 256, 512)
-LAYER_BLOCKS = (3, 4, 6, 3)
-
 
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 (strided) -> 1x1 bottleneck with expansion 4."""
@@ -53,18 +50,13 @@ def make_stem() -> tuple[nn.Module, nn.BatchNorm2d]:
     return nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64)
 
 
-def make_layers() -> list[nn.Sequential]:
-    """``layer1..layer4`` of ResNet-50 (output channels 256/512/1024/2048, strides 1/2/2/2)."""
-    layers = []
-    inplanes = 64
-    for index, (planes, blocks) in enumerate(zip(LAYER_PLANES, LAYER_BLOCKS)):
-        stride = 1 if index == 0 else 2
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-            nn.BatchNorm2d(planes * 4),
-        )
-        block_list = [Bottleneck(inplanes, planes, stride, downsample)]
-        inplanes = planes * 4
-        block_list += [Bottleneck(inplanes, planes) for _ in range(1, blocks)]
-        layers.append(nn.Sequential(*block_list))
-    return layers
+def make_downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential:
+    """Shortcut projection of a layer's first block: strided 1x1 conv + BN (``downsample.0/1``)."""
+    return nn.Sequential(
+        nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
+        nn.BatchNorm2d(outplanes),
+    )
+
+
+#: Block type of ``layer1..layer4`` (built by :func:`lib.backbones.streams.make_layers`).
+BLOCK = Bottleneck

@@ -13,8 +13,12 @@ from torch import Tensor, nn
 from lib.backbones import res2net, resnet
 
 STREAMS = ("_rgb", "_flow", "")
-#: Backbone name -> module providing ``make_stem``, ``make_layers``, ``IMAGENET_FILES``.
+#: Backbone name -> module providing ``make_stem``, ``BLOCK``, ``make_downsample``,
+#: ``STEM_FOLD_PAIRS``, ``IMAGENET_FILES`` and ``IMAGENET_URL``.
 SPECS: dict[str, ModuleType] = {"res2net50": res2net, "resnet50": resnet}
+#: Bottleneck width and number of blocks of layer1..layer4 (the 50-layer depth of both backbones).
+LAYER_PLANES = (64, 128, 256, 512)
+LAYER_BLOCKS = (3, 4, 6, 3)
 
 
 def backbone_spec(name: str) -> ModuleType:
@@ -22,6 +26,25 @@ def backbone_spec(name: str) -> ModuleType:
     if name not in SPECS:
         raise ValueError(f"Unknown backbone {name!r}; choose one of {sorted(SPECS)}")
     return SPECS[name]
+
+
+def make_layers(spec: ModuleType) -> list[nn.Sequential]:
+    """``layer1..layer4`` of one stream (output channels 256/512/1024/2048, strides 1/2/2/2).
+
+    The first block of each layer is strided and gets the spec's ``make_downsample`` shortcut;
+    the others are plain ``spec.BLOCK`` units.
+    """
+    layers = []
+    inplanes = 64
+    for index, (planes, blocks) in enumerate(zip(LAYER_PLANES, LAYER_BLOCKS)):
+        stride = 1 if index == 0 else 2
+        outplanes = planes * spec.BLOCK.expansion
+        downsample = spec.make_downsample(inplanes, outplanes, stride)
+        block_list = [spec.BLOCK(inplanes, planes, stride, downsample)]
+        block_list += [spec.BLOCK(outplanes, planes) for _ in range(1, blocks)]
+        layers.append(nn.Sequential(*block_list))
+        inplanes = outplanes
+    return layers
 
 
 class ThreeStreamBackbone(nn.Module):
@@ -41,7 +64,7 @@ class ThreeStreamBackbone(nn.Module):
             setattr(self, f"bn1{stream}", bn1)
             setattr(self, f"relu{stream}", nn.ReLU(inplace=True))
             setattr(self, f"maxpool{stream}", nn.MaxPool2d(3, stride=2, padding=1))
-            for index, layer in enumerate(spec.make_layers(), start=1):
+            for index, layer in enumerate(make_layers(spec), start=1):
                 setattr(self, f"layer{index}{stream}", layer)
 
     def fold_pairs(self) -> list[tuple[str, str]]:
