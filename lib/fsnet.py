@@ -65,6 +65,10 @@ class FSNet(nn.Module):
         for level, channels in enumerate(LEVEL_CHANNELS):
             setattr(self, f"atten_rgb_{level}", channel_attention(channels))
             setattr(self, f"atten_flow_{level}", channel_attention(channels))
+            if level == 0:
+                # Never run (the merge stream pools with resnet.maxpool) and stateless; kept so the
+                # module tree mirrors the official FSNet, which registers it at this point.
+                self.maxpool_m = nn.MaxPool2d(3, stride=2, padding=1)
         for prefix in ("reduce_a", "reduce_m"):
             for level, channels in enumerate(LEVEL_CHANNELS[1:], start=1):
                 setattr(self, f"{prefix}{level}", DimReduce(channels, channel))
