@@ -45,25 +45,30 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
+def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str) -> Any:
+    """``torch.load`` on CPU with ``weights_only=True``; a missing or unreadable file raises an error
+    naming ``path`` followed by the caller's fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist. {missing_fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"Cannot read checkpoint {path}: {error}. {unreadable_fix}") from error
+
+
 def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
     """Read a bare state_dict or a training checkpoint (``{"model": state_dict, ...}``).
 
     Loads on CPU with ``weights_only=True`` (tensors, numbers, strings and containers only) and
     strips ``module.`` / ``_orig_mod.`` prefixes.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Checkpoint {path} does not exist. The released model goes to "
-            "snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth (see snapshot/README.md)."
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
-            f"Cannot read checkpoint {path}: {error}. The file is truncated, not a PyTorch "
-            "file, or stores Python objects other than tensors/numbers/strings/containers."
-        ) from error
+    obj = load_torch_file(
+        path,
+        missing_fix="The released model goes to snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth "
+                    "(see snapshot/README.md).",
+        unreadable_fix="The file is truncated, not a PyTorch file, or stores Python objects other "
+                       "than tensors/numbers/strings/containers.")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj or not all(

@@ -16,7 +16,6 @@ bit-identically.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import load_torch_file, save_checkpoint
 
 #: Arguments that fix the sequence of optimiser steps; a resume must not change them.
 RESUME_MUST_MATCH = (
@@ -70,20 +69,12 @@ def save_train_state(path: Path, **state: Any) -> None:
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
     """Read a ``last.pth`` written by :func:`save_train_state`; clear errors if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--resume {path}: no such file. Point --resume at a last.pth written by train.py, "
-            "or use --resume auto to continue the run in --save_path/--run_name/<train_type>/ if "
-            "one exists."
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
-            f"Cannot read {path}: {error}. It is not a last.pth written by train.py (or it is "
-            "damaged); resume from another copy, or start afresh with --overwrite."
-        ) from error
+    state = load_torch_file(
+        path,
+        missing_fix="Point --resume at a last.pth written by train.py, or use --resume auto to "
+                    "continue the run in --save_path/--run_name/<train_type>/ if one exists.",
+        unreadable_fix="It is not a last.pth written by train.py (or it is damaged); resume from "
+                       "another copy, or start afresh with --overwrite.")
     missing = [k for k in ("model", "optimizer", "epoch", "batch_in_epoch", "rng", "args")
                if not isinstance(state, dict) or k not in state]
     if missing:
