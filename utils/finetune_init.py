@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from utils.checkpoint import detect_backbone, load_model_weights, load_state_dict_file
+from utils.train_state import peek_state
 
 #: Key prefixes of the motion stream's backbone (ResNet-50 and Res2Net-50 alike).
 FLOW_BACKBONE_PREFIXES = tuple(
@@ -88,8 +88,8 @@ def load_stage_state(path: Path, stage: str, backbone: str) -> dict[str, Tensor]
 
 def check_stage_finished(path: Path, stage: str) -> None:
     """``ValueError`` if ``path`` is a ``last.pth`` of a stage that has not finished training."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(state, dict) and state.get("finished") is False:
+    state = peek_state(path)
+    if state.get("finished") is False:
         raise ValueError(
             f"{path} is from an unfinished {stage} run (stopped before epoch "
             f"{state.get('epoch', 0) + 1} of {state.get('args', {}).get('epoch', '?')}). Finish "

@@ -85,12 +85,18 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def peek_state(path: str | Path) -> dict[str, Any]:
+    """The top-level entries of a checkpoint file, memory-mapped (tensors are not read); ``{}``
+    for a missing file or a bare state_dict without training metadata."""
+    if not Path(path).is_file():
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return state if isinstance(state, dict) else {}
+
+
 def is_finished(path: str | Path) -> bool:
     """True if ``path`` is a ``last.pth`` whose run completed all its epochs."""
-    if not Path(path).is_file():
-        return False
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return isinstance(state, dict) and state.get("finished") is True
+    return peek_state(path).get("finished") is True
 
 
 def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
