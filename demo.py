@@ -26,9 +26,9 @@ import train
 from eval import davis16, vsod
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
-from utils.overlay import write_overlay_gif
-from utils.toy import make_toy_dataset
-from utils.train_state import is_finished
+from utils.inference.overlay import write_overlay_gif
+from utils.data.toy import make_toy_dataset
+from utils.training.state import is_finished
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
 TOY_DATASET = "Toy"

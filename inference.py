@@ -12,7 +12,7 @@ Own video (a video file or a folder of frames)::
 
     python inference.py --video clip.mp4 --mode binary
 
-extracts the frames, computes flow (``utils.flow``, last frame by backward flow so every frame
+extracts the frames, computes flow (``utils.flow.generate``, last frame by backward flow so every frame
 gets a mask), and writes ``<test_save>/Video/<name>/<frame>.png`` plus ``<test_save>/Video/<name>.gif``
 (mask tinted over the frames). See the README section "Inference" for the two modes, the
 last-frame policy and the CRF option.
@@ -29,14 +29,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from utils.data import TestDataset
-from utils.fileio import save_json
-from utils.flow import METHODS as FLOW_METHODS
-from utils.flow import RAFT_MODELS, extract_frames, generate_flow
-from utils.images import list_images
-from utils.overlay import write_overlay_gif
-from utils.postprocess import MODES
-from utils.predict import (PredictionStats, check_no_empty_sequence, check_writable, load_predictor,
+from utils.data.dataset import TestDataset
+from utils.io import save_json
+from utils.flow.generate import METHODS as FLOW_METHODS
+from utils.flow.generate import RAFT_MODELS, extract_frames, generate_flow
+from utils.data.images import list_images
+from utils.inference.overlay import write_overlay_gif
+from utils.inference.postprocess import MODES
+from utils.inference.predict import (PredictionStats, check_no_empty_sequence, check_writable, load_predictor,
                            output_path, predict_dataset, resolve_device)
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
@@ -230,7 +230,7 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError(f"--testsize {args.testsize} is not a multiple of 32: use e.g. "
                          f"{max(32, round(args.testsize / 32) * 32)}.")
     if args.crf:
-        from utils.crf import require_densecrf
+        from utils.inference.crf import require_densecrf
         require_densecrf()
     progress = not args.no_progress
     test_save = Path(args.test_save)

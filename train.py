@@ -31,15 +31,15 @@ from tqdm import tqdm
 
 from lib.backbones import BACKBONES, load_imagenet_weights
 from lib.fsnet import FSNet
-from utils import distributed
+from utils.training import distributed
 from utils.checkpoint import load_model_weights, save_checkpoint
-from utils.data import GT_MODES, TrainDataset
-from utils.fileio import save_json
-from utils.finetune_init import (
+from utils.data.dataset import GT_MODES, TrainDataset
+from utils.io import save_json
+from utils.training.finetune_init import (
     FLOW_BN_STATS_CHOICES, check_stage_finished, init_finetune, require_stage_file,
 )
-from utils.run_info import collect_run_info
-from utils.train_state import (
+from utils.training.run_info import collect_run_info
+from utils.training.state import (
     capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
     save_train_state,
 )

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.fileio import save_image  # noqa: E402
-from utils.flow import generate_flow  # noqa: E402
+from utils.io import save_image  # noqa: E402
+from utils.flow.generate import generate_flow  # noqa: E402
 
 WIDTH, HEIGHT = 854, 480
 
@@ -83,10 +83,10 @@ def main() -> int:
     print(f"raw OpenCV DIS-medium calc, 1 thread   : {base:7.1f} ms/pair  (baseline)")
     print(f"raw OpenCV DIS-medium calc, {cv2.getNumThreads()} threads  : {min(raw_all):7.1f} ms/pair  "
           f"ratio {min(raw_all) / base:.2f}")
-    print(f"utils.flow tool, 1 worker               : {min(tool):7.1f} ms/pair  ratio {min(tool) / base:.2f}"
+    print(f"utils.flow.generate tool, 1 worker               : {min(tool):7.1f} ms/pair  ratio {min(tool) / base:.2f}"
           f"  (DIS 1 thread + colour/write thread)")
     if parallel:
-        print(f"utils.flow tool, {args.workers} workers              : {min(parallel):7.1f} ms/pair  "
+        print(f"utils.flow.generate tool, {args.workers} workers              : {min(parallel):7.1f} ms/pair  "
               f"ratio {min(parallel) / base:.2f}  (includes process start-up)")
     return 0
 

@@ -3,7 +3,7 @@
     python bench/bench_inference.py [--device cpu|cuda] [--testsize 352] [--batchsize N]
         [--test_sequences 4 --test_frames 10] [--repeats 2]
 
-Generates the toy test set (``utils.toy``) and a random FSNet checkpoint in a temporary folder,
+Generates the toy test set (``utils.data.toy``) and a random FSNet checkpoint in a temporary folder,
 then runs ``inference.main`` with ``--no_fast`` (plain FSNet forward, official path) and with the
 fast path (``lib.fast``: BatchNorm folded, channels_last, ``pred_s`` only) in the same process,
 ``--repeats`` times each; the last repeat of each is reported (earlier ones warm up cuDNN,
@@ -26,8 +26,8 @@ import inference  # noqa: E402
 from lib.fsnet import FSNet  # noqa: E402
 from lib.verify import randomize_weights  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402
-from utils.fileio import save_json  # noqa: E402
-from utils.toy import ToyConfig, make_toy_dataset  # noqa: E402
+from utils.io import save_json  # noqa: E402
+from utils.data.toy import ToyConfig, make_toy_dataset  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from lib.backbones import BACKBONES  # noqa: E402
 from lib.fsnet import FSNet  # noqa: E402
-from utils.distributed import DistEnv  # noqa: E402
+from utils.training.distributed import DistEnv  # noqa: E402
 
 #: (name, --amp, --channels_last); AMP rows only on CUDA.
 CONFIGS = [("fp32", "off", False), ("fp32+channels_last", "off", True),

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eval.atomic import write_text
+from utils.io import write_text
 from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequence, pred_sequences
 from eval.davis.report import sequence_tables, summary_table, to_csv, to_json
 from eval.davis.runner import METRICS, score_sequences, summarise

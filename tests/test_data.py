@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from utils.data import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDataset, read_mask
-from utils.davis_import import import_davis
-from utils.flow_color import flow_from_color, flow_to_color
-from utils.images import read_mask_official
+from utils.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDataset, read_mask
+from utils.data.davis_import import import_davis
+from utils.flow.color import flow_from_color, flow_to_color
+from utils.data.images import read_mask_official
 
 H, W, S = 24, 32, 16
 

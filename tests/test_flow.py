@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from torchvision.utils import flow_to_image
 
-from utils.flow import compute_flow, generate_flow, main, read_flo
-from utils.flow_color import flow_from_color, flow_to_color, mirror_flow_color
-from utils.fileio import save_image
-from utils.images import read_rgb
+from utils.flow.__main__ import main
+from utils.flow.generate import compute_flow, generate_flow, read_flo
+from utils.flow.color import flow_from_color, flow_to_color, mirror_flow_color
+from utils.io import save_image
+from utils.data.images import read_rgb
 
 H, W = 64, 80
 
@@ -165,7 +166,7 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 def test_flow_keeps_the_frame_geometry_the_loaders_read(tmp_path):
-    """A JPEG with an EXIF rotation tag: flow must have the size utils.images reads (no rotation)."""
+    """A JPEG with an EXIF rotation tag: flow must have the size utils.data.images reads (no rotation)."""
     frames = tmp_path / "Frame"
     frames.mkdir()
     for t in range(2):
@@ -178,7 +179,7 @@ def test_flow_keeps_the_frame_geometry_the_loaders_read(tmp_path):
 
 
 def test_dis_result_does_not_depend_on_earlier_frame_sizes():
-    from utils.flow import _dis
+    from utils.flow.generate import _dis
     _dis.cache_clear()
     fresh = compute_flow(_shifted(0, 0), _shifted(2, 0))
     small = _texture(3, 24, 32)

@@ -20,8 +20,8 @@ from PIL import Image
 import inference
 from lib.fsnet import FSNet
 from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
-from utils.data import TestDataset
-from utils.toy import ToyConfig, make_toy_dataset
+from utils.data.dataset import TestDataset
+from utils.data.toy import ToyConfig, make_toy_dataset
 
 TESTSIZE = 64
 HAS_CRF = importlib.util.find_spec("pydensecrf") is not None

@@ -1,5 +1,5 @@
-"""Unit tests of inference post-processing (utils.postprocess), DenseCRF (utils.crf) and the
-overlay GIF (utils.overlay). No model involved."""
+"""Unit tests of inference post-processing (utils.inference.postprocess), DenseCRF (utils.inference.crf) and the
+overlay GIF (utils.inference.overlay). No model involved."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils.crf import CRF_PARAMS, crf_refine, require_densecrf
-from utils.overlay import tint, write_overlay_gif
-from utils.postprocess import (binary_to_uint8, crf_output, logits_to_probability,
+from utils.inference.crf import CRF_PARAMS, crf_refine, require_densecrf
+from utils.inference.overlay import tint, write_overlay_gif
+from utils.inference.postprocess import (binary_to_uint8, crf_output, logits_to_probability,
                                probability_to_uint8, saliency_to_uint8)
 
 HAS_CRF = importlib.util.find_spec("pydensecrf") is not None

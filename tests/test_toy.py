@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.data import TestDataset, TrainDataset, read_mask
-from utils.images import read_rgb
-from utils.toy import QUICK, main, make_toy_dataset
+from utils.data.dataset import TestDataset, TrainDataset, read_mask
+from utils.data.images import read_rgb
+from utils.data.toy import QUICK, make_toy_dataset
+from utils.toy import main
 
 
 def _digest(root: Path) -> dict:

@@ -17,10 +17,10 @@ import torch.multiprocessing as mp
 import train
 from lib.fsnet import FSNet
 from utils.checkpoint import load_state_dict_file
-from utils.data import TrainDataset
-from utils.distributed import DistEnv
-from utils.finetune_init import check_stage_finished, flow_keys_to_copy, init_finetune
-from utils.toy import make_toy_dataset
+from utils.data.dataset import TrainDataset
+from utils.training.distributed import DistEnv
+from utils.training.finetune_init import check_stage_finished, flow_keys_to_copy, init_finetune
+from utils.data.toy import make_toy_dataset
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
 

@@ -12,9 +12,9 @@ import torch
 
 import train
 from lib.fsnet import FSNet
-from utils.distributed import DistEnv, ResumableDistributedSampler, per_rank_batch
-from utils.finetune_init import finetune_state_dict, flow_keys_to_copy
-from utils.train_state import capture_rng, check_resume_args, load_train_state, restore_rng
+from utils.training.distributed import DistEnv, ResumableDistributedSampler, per_rank_batch
+from utils.training.finetune_init import finetune_state_dict, flow_keys_to_copy
+from utils.training.state import capture_rng, check_resume_args, load_train_state, restore_rng
 
 
 @functools.lru_cache(maxsize=None)

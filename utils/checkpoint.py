@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lib.fsnet import FSNet
-from utils.fileio import PathLike, atomic_path
+from utils.cli import BadInputError, MissingInputError
+from utils.io import PathLike, atomic_path
 
 _PREFIXES = ("module.", "_orig_mod.")
 #: Key whose shape tells the backbone: a 4-D 7x7 stem conv (ResNet) or a deep-stem Sequential.
@@ -50,11 +51,11 @@ def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str) -> An
     naming ``path`` followed by the caller's fix."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist. {missing_fix}")
+        raise MissingInputError(f"Checkpoint {path} does not exist. {missing_fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"Cannot read checkpoint {path}: {error}. {unreadable_fix}") from error
+        raise BadInputError(f"Cannot read checkpoint {path}: {error}. {unreadable_fix}") from error
 
 
 def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
@@ -74,7 +75,7 @@ def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
     ):
-        raise ValueError(
+        raise BadInputError(
             f"{path} holds {_describe(obj)}, not an FSNet state_dict or a training checkpoint "
             "with a 'model' entry."
         )
@@ -87,7 +88,7 @@ def detect_backbone(state_dict: Mapping[str, Tensor]) -> str:
         return "res2net50"
     if _RESNET_STEM in state_dict and state_dict[_RESNET_STEM].dim() == 4:
         return "resnet50"
-    raise ValueError(
+    raise BadInputError(
         f"Not an FSNet state_dict: neither {_RESNET_STEM!r} (ResNet-50) nor {_RES2NET_STEM!r} "
         f"(Res2Net-50) is present; it looks like {_describe(state_dict)}."
     )
@@ -115,7 +116,7 @@ def load_model_weights(
             looks_like = f"an FSNet {detect_backbone(state_dict)} state_dict"
         except ValueError:
             looks_like = _describe(state_dict)
-        raise ValueError(
+        raise BadInputError(
             f"State dict does not fit {type(model).__name__}"
             f"({getattr(model, 'backbone_name', '?')}): {len(missing)} missing {missing[:10]}, "
             f"{len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape "
@@ -140,5 +141,5 @@ def build_model_from_checkpoint(
     try:
         load_model_weights(model, state_dict, strict=True)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+        raise BadInputError(f"{path}: {error}") from error
     return model.to(map_location).eval()

@@ -1,118 +1,42 @@
-"""Import the native DAVIS-2016 layout into FSNet's layouts (symlinks or copies) and make its flow.
-
-Input (``--davis DIR``): ``JPEGImages/480p/<seq>/*.jpg``, ``Annotations/480p/<seq>/*.png`` and
-``ImageSets/480p/{train,val}.txt`` (lines ``/JPEGImages/480p/<seq>/00000.jpg /Annotations/...``
-or bare sequence names). Output under ``--data_root`` (default ``dataset``)::
-
-    TestSet/DAVIS/<seq>/{Frame,GT,OF_FlowNet2}            val sequences
-    TrainSet_Video/{Imgs,ground-truth,Flow}/<seq>_<frame>  train sequences
-    TrainSet_StaticAndVideo/{Imgs,GTs}/<seq>_<frame>        train sequences (add DUTS-TR yourself)
-
-The DAVIS folder is never modified. Re-running is safe: identical links/copies are kept, flows
-already present are kept (delete them to recompute), and a different existing file is an error.
-
-CLI: ``python -m utils.davis_import --davis DIR --data_root dataset [--copy] [--no_flow]``
-"""
+"""CLI: ``python -m utils.davis_import`` lays out DAVIS-2016 for FSNet (library: ``utils.data.davis_import``)."""
 from __future__ import annotations
 
 import argparse
-import filecmp
-import os
-import shutil
-import sys
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-from utils.data import pair_by_stem
-from utils.fileio import PathLike, atomic_path
-from utils.flow import METHODS, RAFT_MODELS, generate_flow
+from utils.cli import make_parser, run_guarded
+from utils.data.davis_import import import_davis
+from utils.flow.generate import METHODS, RAFT_MODELS
 
 
-def read_image_set(path: Path) -> List[str]:
-    """Sequence names, in file order without repeats, from a DAVIS ``ImageSets`` list."""
-    if not path.is_file():
-        raise FileNotFoundError(f"DAVIS image set list not found: {path} (expected the DAVIS-2016 "
-                                f"layout with ImageSets/480p/train.txt and val.txt)")
-    names: Dict[str, None] = {}
-    for line in path.read_text().splitlines():
-        tokens = line.split()
-        if tokens:
-            names[Path(tokens[0]).parent.name if "/" in tokens[0] else tokens[0]] = None
-    return list(names)
-
-
-def place(src: Path, dst: Path, copy: bool) -> None:
-    """Symlink (absolute target) or copy ``src`` to ``dst``; keep an identical existing entry."""
-    if dst.is_symlink() or dst.exists():
-        same = (dst.is_symlink() and Path(os.readlink(dst)) == src.resolve()) or (
-            dst.is_file() and filecmp.cmp(src, dst, shallow=False))
-        if not same:
-            raise FileExistsError(f"{dst} already exists and differs from {src}: remove it first.")
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if copy:
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
-    else:
-        os.symlink(src.resolve(), dst)
-
-
-def import_davis(davis: PathLike, data_root: PathLike = "dataset", copy: bool = False,
-                 flow: bool = True, method: str = "dis", last_frame: str = "skip",
-                 workers: int = 1, progress: bool = True, raft_weights: Optional[str] = None,
-                 raft_model: str = "raft_large") -> dict:
-    """Import DAVIS-2016 train/val into ``data_root``; return counts per split and flow summaries."""
-    davis, root = Path(davis), Path(data_root)
-    summary: dict = {}
-    for split in ("train", "val"):
-        sequences = read_image_set(davis / "ImageSets" / "480p" / f"{split}.txt")
-        count = 0
-        for seq in sequences:
-            samples, _ = pair_by_stem({"image": davis / "JPEGImages" / "480p" / seq,
-                                       "gt": davis / "Annotations" / "480p" / seq})
-            for sample in samples:
-                image, gt = sample["image"], sample["gt"]
-                if split == "val":
-                    place(image, root / "TestSet" / "DAVIS" / seq / "Frame" / image.name, copy)
-                    place(gt, root / "TestSet" / "DAVIS" / seq / "GT" / gt.name, copy)
-                    continue
-                name = f"{seq}_{image.stem}"
-                for folder, gt_folder in (("TrainSet_Video", "ground-truth"), ("TrainSet_StaticAndVideo", "GTs")):
-                    place(image, root / folder / "Imgs" / f"{name}{image.suffix}", copy)
-                    place(gt, root / folder / gt_folder / f"{name}{gt.suffix}", copy)
-            count += len(samples)
-        summary[split] = {"sequences": len(sequences), "frames": count}
-    if flow:
-        for split, tree in (("train", root / "TrainSet_Video"), ("val", root / "TestSet" / "DAVIS")):
-            summary[split]["flow"] = generate_flow(tree, method=method, last_frame=last_frame,
-                                                   workers=workers, skip_existing=True, progress=progress,
-                                                   raft_weights=raft_weights, raft_model=raft_model)
-    return summary
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(description="Import DAVIS-2016 into FSNet's dataset layouts.")
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m utils.davis_import``."""
+    parser = make_parser("python -m utils.davis_import", "Import DAVIS-2016 into FSNet's dataset layouts.")
     parser.add_argument("--davis", required=True, help="DAVIS-2016 root (JPEGImages/, Annotations/, ImageSets/)")
-    parser.add_argument("--data_root", default="dataset")
+    parser.add_argument("--data_root", default="dataset", help="where TrainSet_Video/ and TestSet/ go")
     parser.add_argument("--copy", action="store_true", help="copy files instead of symlinking")
     parser.add_argument("--no_flow", action="store_true", help="do not generate flow")
-    parser.add_argument("--method", choices=METHODS, default="dis")
-    parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--method", choices=METHODS, default="dis", help="flow algorithm")
+    parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
+                        help="flow of the last frame (see python -m utils.flow)")
+    parser.add_argument("--workers", type=int, default=1, help="flow worker processes")
     parser.add_argument("--raft_weights", default=None, help="local RAFT state_dict for --method raft")
-    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large")
-    args = parser.parse_args(argv)
-    try:
-        summary = import_davis(args.davis, args.data_root, args.copy, not args.no_flow, args.method,
-                               args.last_frame, args.workers, True, args.raft_weights, args.raft_model)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large", help="RAFT variant")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    summary = import_davis(args.davis, args.data_root, args.copy, not args.no_flow, args.method,
+                           args.last_frame, args.workers, True, args.raft_weights, args.raft_model)
     for split, info in summary.items():
         flows = f", {info['flow']['written']} flows written" if "flow" in info else ""
         print(f"{split}: {info['sequences']} sequences, {info['frames']} frames{flows}")
-    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input)."""
+    args = get_args_parser().parse_args(argv)
+    return run_guarded(lambda: _run(args), args.debug)
 
 
 if __name__ == "__main__":

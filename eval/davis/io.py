@@ -12,7 +12,7 @@ files and the fix; nothing is skipped silently. Inputs are only read.
 """
 from __future__ import annotations
 
-import re
+
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +21,13 @@ import numpy as np
 from PIL import Image
 
 from eval.common import format_listing
+from utils.cli import UserError
+from utils.io import natural_key
 
 GT_LAYOUTS = ("auto", "davis", "fsnet", "plain")
 
 
-class DavisInputError(ValueError):
+class DavisInputError(UserError, ValueError):
     """Bad evaluation input (missing, unreadable or inconsistent files)."""
 
 
@@ -40,10 +42,6 @@ class SequenceJob:
     missing: list[str] = field(default_factory=list)  # frame names read as empty masks
 
 
-def _natural_key(name: str) -> list:
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
-
-
 def _listing(paths: list, what: str) -> str:
     """``what (count):`` followed by the first few entries, one per line."""
     return f"{what} ({len(paths)}):" + format_listing(paths)
@@ -51,7 +49,7 @@ def _listing(paths: list, what: str) -> str:
 
 def list_pngs(folder: Path) -> list[Path]:
     """PNG files of ``folder`` in natural order; any other entry is an error."""
-    entries = sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
+    entries = sorted(folder.iterdir(), key=lambda p: natural_key(p.name))
     others = [p for p in entries if not (p.is_file() and p.suffix.lower() == ".png")]
     if others:
         raise DavisInputError(

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from eval.sod.resize import imresize_bicubic
+from utils.cli import UserError
 
 # MATLAB rgb2gray: first row of inv([1 0.956 0.621; 1 -0.272 -0.647; 1 -1.106 1.703]).
 RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
@@ -40,7 +41,7 @@ NOTE_TEXT = {
 }
 
 
-class VSODInputError(ValueError):
+class VSODInputError(UserError, ValueError):
     """An input tree or file that cannot be evaluated; the message names the file and the fix."""
 
 

@@ -8,7 +8,7 @@ from types import ModuleType
 
 from eval.sod.aggregate import DatasetScores
 from eval.sod.metrics import THRESHOLDS
-from eval.atomic import write_atomic
+from utils.io import atomic_write_bytes
 
 MISSING_MATPLOTLIB = ("--plot needs matplotlib, an optional extra: pip install matplotlib "
                       "(listed in requirements-extra.txt)")
@@ -28,7 +28,7 @@ def _save(figure, path: Path) -> None:
     """Render ``figure`` to PNG bytes and write them atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    write_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_curves(results: dict[str, DatasetScores], out_dir: Path) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.atomic import write_text
+from utils.io import write_text
 from eval.common import csv_text
 from eval.sod.aggregate import DatasetScores
 

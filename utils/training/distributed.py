@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from utils.cli import BadInputError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -73,7 +75,7 @@ def cleanup(env: DistEnv) -> None:
 def per_rank_batch(global_batch: int, world_size: int) -> int:
     """Samples each rank loads per step; ``ValueError`` unless ``world_size`` divides the batch."""
     if global_batch % world_size:
-        raise ValueError(
+        raise BadInputError(
             f"--batchsize {global_batch} is not divisible by the world size {world_size}: every "
             f"rank must get the same number of samples. Use a multiple of {world_size}, e.g. "
             f"--batchsize {max(1, global_batch // world_size) * world_size}."

@@ -19,6 +19,8 @@ from types import ModuleType
 
 import numpy as np
 
+from utils.cli import BadInputError
+
 CRF_PARAMS = {
     "tau": 1.05,
     "eps": 1e-8,
@@ -55,9 +57,9 @@ def crf_refine(image: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """
     densecrf = require_densecrf()
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"crf_refine needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+        raise BadInputError(f"crf_refine needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
     if prob.shape != image.shape[:2]:
-        raise ValueError(f"crf_refine: map size {prob.shape} differs from image size {image.shape[:2]}")
+        raise BadInputError(f"crf_refine: map size {prob.shape} differs from image size {image.shape[:2]}")
     height, width = prob.shape
     p = np.clip(prob.astype(np.float64), 0.0, 1.0)
     tau, eps = CRF_PARAMS["tau"], CRF_PARAMS["eps"]

@@ -22,12 +22,10 @@ What ``--frames`` may be (see dataset/README.md):
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,9 +37,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.fileio import PathLike, atomic_write_bytes, atomic_write_with
-from utils.flow_color import flow_to_color
-from utils.images import list_images, natural_key, read_rgb, sequence_name
+from utils.cli import BadInputError, MissingInputError
+from utils.io import PathLike, atomic_write_bytes, atomic_write_with
+from utils.flow.color import flow_to_color
+from utils.data.images import list_images, natural_key, read_rgb, sequence_name
 
 METHODS = ("dis", "farneback", "raft")
 RAFT_MODELS = ("raft_large", "raft_small")
@@ -78,11 +77,11 @@ def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "
     from torchvision.models import optical_flow
 
     if model not in RAFT_MODELS:
-        raise ValueError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
+        raise BadInputError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
     weights_enum = {"raft_large": optical_flow.Raft_Large_Weights,
                     "raft_small": optical_flow.Raft_Small_Weights}[model].DEFAULT
     if not weights or not Path(weights).is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"RAFT weights file not found: {weights!r}. --method raft needs a local state_dict; "
             f"download {weights_enum.url} on a machine with internet access and pass it with "
             f"--raft_weights PATH --raft_model {model} (or use --method dis, which needs no weights)."
@@ -92,7 +91,7 @@ def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"{weights} is not a {model} state_dict: {error}") from error
+        raise BadInputError(f"{weights} is not a {model} state_dict: {error}") from error
     return net.eval().to(device)
 
 
@@ -118,7 +117,7 @@ def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis",
     Returns ``(H, W, 2)`` float32 with ``[..., 0]`` = u (rightwards) and ``[..., 1]`` = v (down).
     """
     if frame_a.shape[:2] != frame_b.shape[:2]:
-        raise ValueError(f"Frames differ in size: {frame_a.shape[:2]} vs {frame_b.shape[:2]}")
+        raise BadInputError(f"Frames differ in size: {frame_a.shape[:2]} vs {frame_b.shape[:2]}")
     if method == "dis":
         return _dis(frame_a.shape[:2]).calc(_gray(frame_a), _gray(frame_b), None)
     if method == "farneback":
@@ -126,7 +125,7 @@ def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis",
                                             0.5, 3, 15, 3, 5, 1.2, 0)
     if method == "raft":
         return _raft_flow(frame_a, frame_b, raft or RaftOptions())
-    raise ValueError(f"Unknown flow method '{method}': choose one of {METHODS}")
+    raise BadInputError(f"Unknown flow method '{method}': choose one of {METHODS}")
 
 
 # --------------------------------------------------------------------------- writing
@@ -135,7 +134,7 @@ def _write_jpeg(rgb: np.ndarray, path: Path) -> None:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
-        raise ValueError(f"Could not encode {path} as JPEG")
+        raise BadInputError(f"Could not encode {path} as JPEG")
     atomic_write_bytes(path, data.tobytes())
 
 
@@ -155,7 +154,7 @@ def read_flo(path: PathLike) -> np.ndarray:
     """Read a Middlebury ``.flo`` file into ``(H, W, 2)`` float32."""
     data = Path(path).read_bytes()
     if len(data) < 12 or np.frombuffer(data[:4], "<f4")[0] != np.float32(FLO_MAGIC):
-        raise ValueError(f"{path} is not a .flo file (bad magic number)")
+        raise BadInputError(f"{path} is not a .flo file (bad magic number)")
     width, height = np.frombuffer(data[4:12], "<i4")
     return np.frombuffer(data[12:], "<f4").reshape(height, width, 2).copy()
 
@@ -198,7 +197,7 @@ def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
     """Decode a video into ``out_dir/00000.jpg, 00001.jpg, ...`` (atomic writes); return the paths."""
     capture = cv2.VideoCapture(str(video_path))
     if not capture.isOpened():
-        raise ValueError(f"Cannot open video {video_path}: check the path and that OpenCV/FFmpeg "
+        raise BadInputError(f"Cannot open video {video_path}: check the path and that OpenCV/FFmpeg "
                          f"can decode it, or extract frames yourself and pass the folder.")
     paths: List[Path] = []
     try:
@@ -212,7 +211,7 @@ def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
     finally:
         capture.release()
     if not paths:
-        raise ValueError(f"No frames could be decoded from {video_path}")
+        raise BadInputError(f"No frames could be decoded from {video_path}")
     return paths
 
 
@@ -233,10 +232,10 @@ def find_sequences(source: Path, out: Optional[Path], frame_folder: str = "Frame
                    flow_folder: str = "OF_FlowNet2") -> List[FlowSequence]:
     """Resolve ``--frames``/``--out`` into sequences (see the module docstring for the rules)."""
     if not source.exists():
-        raise FileNotFoundError(f"--frames path not found: {source}")
+        raise MissingInputError(f"--frames path not found: {source}")
     if source.is_file():
         if source.suffix.lower() not in VIDEO_SUFFIXES:
-            raise ValueError(f"{source} is a file but not a video ({', '.join(VIDEO_SUFFIXES)})")
+            raise BadInputError(f"{source} is a file but not a video ({', '.join(VIDEO_SUFFIXES)})")
         root = out or source.with_suffix("")
         frames = extract_frames(source, root / frame_folder)
         return [FlowSequence(source.stem, frames, root / flow_folder)]
@@ -257,7 +256,7 @@ def find_sequences(source: Path, out: Optional[Path], frame_folder: str = "Frame
             sequences += [FlowSequence(name, frames, target / "Flow") for name, frames in groups.items()]
             dirnames.clear()
     if not sequences:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"No frames found under {source}: expected images, '<seq>/{frame_folder}/' folders, "
             f"a TrainSet_Video-style folder (Imgs/ + ground-truth/) or a video file.")
     return sequences
@@ -268,9 +267,9 @@ def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
     """Flow jobs per sequence, and frames that get no flow (single-frame sequences, last frames
     under ``last_frame='skip'``)."""
     if last_frame not in ("skip", "backward"):
-        raise ValueError(f"last_frame must be 'skip' or 'backward', got {last_frame!r}")
+        raise BadInputError(f"last_frame must be 'skip' or 'backward', got {last_frame!r}")
     if save_raw not in (None, "npy", "flo"):
-        raise ValueError(f"save_raw must be None, 'npy' or 'flo', got {save_raw!r}")
+        raise BadInputError(f"save_raw must be None, 'npy' or 'flo', got {save_raw!r}")
     plans: List[List[FlowJob]] = []
     no_flow: List[Path] = []
     for seq in sequences:
@@ -290,7 +289,7 @@ def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
 # --------------------------------------------------------------------------- running
 
 def _read_frame(path: Path, method: str) -> np.ndarray:
-    """Decode a frame with the loaders' reader (``utils.images.read_rgb``, so the flow has the
+    """Decode a frame with the loaders' reader (``utils.data.images.read_rgb``, so the flow has the
     frame's size and orientation as FSNet sees it); grey for dis/farneback, RGB for raft."""
     rgb = np.asarray(read_rgb(path))
     return rgb if method == "raft" else _gray(rgb)
@@ -319,7 +318,7 @@ def _run_jobs(jobs: Sequence[FlowJob], method: str, raft: Optional[RaftOptions],
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
         for job, frame_a, frame_b in _frames_ahead(jobs, method, reader):
             if frame_a.shape != frame_b.shape:
-                raise ValueError(f"Frames differ in size: {job.a} {frame_a.shape[:2]} vs "
+                raise BadInputError(f"Frames differ in size: {job.a} {frame_a.shape[:2]} vs "
                                  f"{job.b} {frame_b.shape[:2]}; resize them to one size.")
             flow = compute_flow(frame_a, frame_b, method, raft)
             pending.append(writer.submit(_write_outputs, flow, job))
@@ -362,7 +361,7 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
     ``sequences``, ``no_flow`` (frames left without flow), ``out_dirs`` and ``seconds``.
     """
     if method not in METHODS:
-        raise ValueError(f"Unknown flow method '{method}': choose one of {METHODS}")
+        raise BadInputError(f"Unknown flow method '{method}': choose one of {METHODS}")
     start = time.perf_counter()
     raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
     if raft is not None:
@@ -404,44 +403,3 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
         "out_dirs": sorted({str(s.out_dir) for s in sequences}),
         "seconds": round(time.perf_counter() - start, 3),
     }
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``python -m utils.flow``."""
-    parser = argparse.ArgumentParser(description="Generate colour-coded optical flow images for FSNet.")
-    parser.add_argument("--frames", required=True, help="folder of frames, data-set tree or video file")
-    parser.add_argument("--out", default=None, help="output folder (default: see module docs)")
-    parser.add_argument("--method", choices=METHODS, default="dis")
-    parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
-                        help="skip: official, the last frame gets no flow; backward: flow last->previous")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (dis/farneback)")
-    parser.add_argument("--skip_existing", action="store_true", help="resume: keep flows already written")
-    parser.add_argument("--save_raw", choices=("npy", "flo"), default=None,
-                        help="also save raw flow into <flow_folder>_raw/")
-    parser.add_argument("--raft_weights", default=None, help="local torchvision RAFT state_dict")
-    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large")
-    parser.add_argument("--device", default="cpu", help="device for RAFT")
-    parser.add_argument("--flow_folder", default="OF_FlowNet2", help="flow folder name in test trees")
-    parser.add_argument("--frame_folder", default="Frame", help="frame folder name in test trees")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point."""
-    args = get_args_parser().parse_args(argv)
-    try:
-        summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
-                                args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
-                                args.device, args.flow_folder, args.frame_folder)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{summary['written']} flow images written, {summary['skipped_existing']} already there, "
-          f"{summary['sequences']} sequences, {len(summary['no_flow'])} frames without flow "
-          f"(last frames), {summary['seconds']} s -> {', '.join(summary['out_dirs'][:3])}"
-          f"{' ...' if len(summary['out_dirs']) > 3 else ''}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

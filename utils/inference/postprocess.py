@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.cli import BadInputError
+
 MODES = ("saliency", "binary")
 
 
@@ -48,7 +50,7 @@ def saliency_to_uint8(prob: torch.Tensor) -> torch.Tensor:
 def binary_to_uint8(prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """U-VOS mask: 255 where the (un-normalised) probability is strictly above ``threshold``, else 0."""
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold must lie in [0, 1], got {threshold}")
+        raise BadInputError(f"--threshold must lie in [0, 1], got {threshold}")
     return (prob > threshold).to(torch.uint8) * 255
 
 
@@ -58,21 +60,21 @@ def probability_to_uint8(prob: torch.Tensor, mode: str, threshold: float = 0.5) 
         return saliency_to_uint8(prob)
     if mode == "binary":
         return binary_to_uint8(prob, threshold)
-    raise ValueError(f"Unknown output mode {mode!r}: use one of {MODES}")
+    raise BadInputError(f"Unknown output mode {mode!r}: use one of {MODES}")
 
 
 def crf_output(image: np.ndarray, prob: np.ndarray, mode: str, threshold: float = 0.5) -> np.ndarray:
-    """Final uint8 map with DenseCRF refinement (:mod:`utils.crf`) of the upsampled probability.
+    """Final uint8 map with DenseCRF refinement (:mod:`utils.inference.crf`) of the upsampled probability.
 
     ``saliency``: the official 8-bit map is refined (as saliency works apply the CRF to their
     saved maps) and the foreground marginal written as ``floor(255 * q + 0.5)``.
     ``binary``: the un-normalised probability is refined and the marginal thresholded.
     """
-    from utils.crf import crf_refine
+    from utils.inference.crf import crf_refine
     if mode == "saliency":
         saliency = saliency_to_uint8(torch.from_numpy(prob)).numpy()
         refined = crf_refine(image, saliency.astype(np.float32) / 255.0)
         return np.floor(np.clip(refined, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if mode == "binary":
         return binary_to_uint8(torch.from_numpy(crf_refine(image, prob)), threshold).numpy()
-    raise ValueError(f"Unknown output mode {mode!r}: use one of {MODES}")
+    raise BadInputError(f"Unknown output mode {mode!r}: use one of {MODES}")

@@ -23,10 +23,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from utils.fileio import PathLike
-from utils.images import (first_names, list_images, natural_key, read_mask, read_mask_official,
+from utils.cli import BadInputError, MissingInputError
+from utils.io import PathLike
+from utils.data.images import (first_names, list_images, natural_key, read_mask, read_mask_official,
                           read_rgb, sequence_name)
-from utils.transforms import (IMAGENET_MEAN, IMAGENET_STD, gt_tensor, hflip_flow_image,
+from utils.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, gt_tensor, hflip_flow_image,
                               hflip_image, input_tensor)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRAIN_TYPES", "TrainDataset", "TestDataset",
@@ -80,7 +81,7 @@ def pair_by_stem(folders: Dict[str, Path], drop_unpaired: bool = False,
             missing = [s for s in unmatched if s not in files]
             lines.append(f"  {folders[role]} ({len(files)} files): {len(extra)} without a partner "
                          f"[{first_names(extra)}]; {len(missing)} stems missing [{first_names(missing)}]")
-        raise ValueError(
+        raise BadInputError(
             f"Files do not pair up by name: {len(complete)} complete samples, {len(unmatched)} "
             f"unmatched stems.\n" + "\n".join(lines) +
             "\nFix the folders (same stem in every folder), generate missing flow with "
@@ -96,14 +97,14 @@ def _check_same_size(images: Dict[str, Image.Image], paths: Dict[str, Path]) -> 
     sizes = {role: image.size for role, image in images.items()}
     if len(set(sizes.values())) > 1:
         described = ", ".join(f"{paths[r]} {w}x{h}" for r, (w, h) in sizes.items())
-        raise ValueError(f"Paired files differ in size: {described}. Resize them to one size.")
+        raise BadInputError(f"Paired files differ in size: {described}. Resize them to one size.")
 
 
 class TrainDataset(Dataset):
     """Training samples ``(image, flow, gt)``: float tensors (3,S,S), (3,S,S), (1,S,S).
 
     ``gt_mode='binary'`` (default) thresholds the mask at full resolution (value > 127 after
-    conversion, see utils.images) before the official bilinear resize, so GT edges stay soft;
+    conversion, see utils.data.images) before the official bilinear resize, so GT edges stay soft;
     ``'official'`` uses PIL ``convert('L')`` without threshold, exactly like the official loader.
     ``hflip`` (off by default, not in the official recipe) mirrors samples with probability 0.5,
     mirroring flow colours correctly. ``max_samples`` keeps an evenly spaced subset.
@@ -113,15 +114,15 @@ class TrainDataset(Dataset):
                  trainsize: int = 352, drop_unpaired: bool = False, hflip: bool = False,
                  max_samples: Optional[int] = None, gt_mode: str = "binary") -> None:
         if train_type not in TRAIN_TYPES:
-            raise ValueError(f"Unknown train_type '{train_type}': choose one of {tuple(TRAIN_TYPES)}")
+            raise BadInputError(f"Unknown train_type '{train_type}': choose one of {tuple(TRAIN_TYPES)}")
         if gt_mode not in GT_MODES:
-            raise ValueError(f"Unknown gt_mode '{gt_mode}': choose one of {GT_MODES}")
+            raise BadInputError(f"Unknown gt_mode '{gt_mode}': choose one of {GT_MODES}")
         subset, roles = TRAIN_TYPES[train_type]
         root = Path(data_root) / subset
         folders = {role: root / name for role, name in roles.items()}
         for folder in folders.values():
             if not folder.is_dir():
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"Training folder not found: {folder} (train_type={train_type}). Prepare the "
                     f"layout described in dataset/README.md, or make a toy set with python -m utils.toy.")
         self.train_type, self.trainsize, self.hflip, self.gt_mode = train_type, trainsize, hflip, gt_mode
@@ -133,7 +134,7 @@ class TrainDataset(Dataset):
             keep = np.unique(np.linspace(0, len(self.samples) - 1, max(1, max_samples)).round().astype(int))
             self.samples = [self.samples[i] for i in keep]
         if not self.samples:
-            raise ValueError(f"No training samples found under {root}: put images and masks with the "
+            raise BadInputError(f"No training samples found under {root}: put images and masks with the "
                              f"same stem into {', '.join(str(f) for f in folders.values())} "
                              f"(see dataset/README.md).")
 
@@ -175,7 +176,7 @@ class TestDataset(Dataset):
                  frame_folder: str = "Frame", sequences: Optional[Sequence[str]] = None) -> None:
         root = Path(dataset_dir)
         if not root.is_dir():
-            raise FileNotFoundError(f"Test set folder not found: {root}")
+            raise MissingInputError(f"Test set folder not found: {root}")
         self.testsize = testsize
         self.unpredicted: List[Tuple[str, str, str]] = []
         self.samples: List[Tuple[str, str, Path, Path]] = []
@@ -184,7 +185,7 @@ class TestDataset(Dataset):
             self._add_sequence(seq_dir, frame_folder, flow_folder)
         self.sequences = [d.name for d in seq_dirs]
         if not self.samples:
-            raise ValueError(f"No frame with flow found under {root} ({frame_folder}/ + {flow_folder}/)")
+            raise BadInputError(f"No frame with flow found under {root} ({frame_folder}/ + {flow_folder}/)")
 
     @staticmethod
     def _sequence_dirs(root: Path, frame_folder: str, sequences: Optional[Sequence[str]]) -> List[Path]:
@@ -195,7 +196,7 @@ class TestDataset(Dataset):
         dirs = [root / name for name in names]
         for seq_dir in dirs:
             if not (seq_dir / frame_folder).is_dir():
-                raise FileNotFoundError(f"Sequence folder {seq_dir} has no '{frame_folder}/' folder "
+                raise MissingInputError(f"Sequence folder {seq_dir} has no '{frame_folder}/' folder "
                                         f"(expected {root}/<seq>/{frame_folder}/).")
         return dirs
 
@@ -204,16 +205,16 @@ class TestDataset(Dataset):
         fix = (f"generate it with: python -m utils.flow --frames {seq_dir / frame_folder} "
                f"--out {seq_dir / flow_folder} --skip_existing")
         if not (seq_dir / flow_folder).is_dir():
-            raise FileNotFoundError(f"Flow folder not found: {seq_dir / flow_folder}; {fix}")
+            raise MissingInputError(f"Flow folder not found: {seq_dir / flow_folder}; {fix}")
         flows = list_images(seq_dir / flow_folder)
         orphans = [flows[s].name for s in flows if s not in frames]
         if orphans:
-            raise ValueError(f"{len(orphans)} flow images in {seq_dir / flow_folder} have no frame of the "
+            raise BadInputError(f"{len(orphans)} flow images in {seq_dir / flow_folder} have no frame of the "
                              f"same name in {seq_dir / frame_folder}: {first_names(orphans)}")
         stems = list(frames)
         missing = [frames[s].name for s in stems[:-1] if s not in flows]
         if missing:
-            raise ValueError(f"{len(missing)} frames in {seq_dir / frame_folder} have no flow image of the "
+            raise BadInputError(f"{len(missing)} frames in {seq_dir / frame_folder} have no flow image of the "
                              f"same name in {seq_dir / flow_folder}: {first_names(missing)}; {fix}")
         for stem in stems:
             if stem in flows:

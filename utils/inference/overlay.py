@@ -6,7 +6,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from utils.fileio import PathLike, atomic_write_with, open_image
+from utils.cli import BadInputError
+from utils.io import PathLike, atomic_write_with, open_image
 
 
 def tint(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 0, 0),
@@ -23,7 +24,7 @@ def _overlay_frame(frame_path: PathLike, mask_path: Optional[PathLike], max_side
     if mask_path is not None:
         mask = open_image(mask_path).convert("L")
         if mask.size != frame.size:
-            raise ValueError(
+            raise BadInputError(
                 f"Mask {mask_path} is {mask.size[0]}x{mask.size[1]} but frame {frame_path} is "
                 f"{frame.size[0]}x{frame.size[1]}: masks must be written at the original frame size."
             )
@@ -43,9 +44,9 @@ def write_overlay_gif(frame_paths: Sequence[PathLike], mask_paths: Sequence[Opti
     shrunk so that their longer side is at most ``max_side`` pixels to keep the file small.
     """
     if len(frame_paths) != len(mask_paths):
-        raise ValueError(f"write_overlay_gif: {len(frame_paths)} frames but {len(mask_paths)} masks")
+        raise BadInputError(f"write_overlay_gif: {len(frame_paths)} frames but {len(mask_paths)} masks")
     if not frame_paths:
-        raise ValueError(f"write_overlay_gif: no frames to write into {out_path}")
+        raise BadInputError(f"write_overlay_gif: no frames to write into {out_path}")
     images = [_overlay_frame(f, m, max_side) for f, m in zip(frame_paths, mask_paths)]
     atomic_write_with(out_path, lambda buf: images[0].save(
         buf, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0))

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from utils.flow_color import mirror_flow_color
+from utils.flow.color import mirror_flow_color
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

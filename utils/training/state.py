@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.cli import BadInputError
 from utils.checkpoint import load_torch_file, save_checkpoint
 
 #: Arguments that fix the sequence of optimiser steps; a resume must not change them.
@@ -78,7 +79,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("model", "optimizer", "epoch", "batch_in_epoch", "rng", "args")
                if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(
+        raise BadInputError(
             f"{path} is not a training checkpoint written by train.py (missing {missing}); a bare "
             "state_dict such as FSNet-<n>epoch.pth cannot be resumed. Use the stage's last.pth."
         )
@@ -107,7 +108,7 @@ def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path
         if _normalise(saved.get(key)) != _normalise(current.get(key))
     ]
     if changed:
-        raise ValueError(
+        raise BadInputError(
             f"Cannot resume from {path}: these arguments differ from the interrupted run, so it "
             "would not continue the same training:\n  " + "\n  ".join(changed)
             + "\nRun with the original values, or start a new run (--run_name / --overwrite)."

@@ -22,11 +22,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from utils.cli import BadInputError, MissingInputError
 from utils.checkpoint import build_model_from_checkpoint
-from utils.data import TestDataset
-from utils.fileio import save_image
-from utils.images import read_rgb
-from utils.postprocess import crf_output, logits_to_probability, probability_to_uint8
+from utils.data.dataset import TestDataset
+from utils.io import save_image
+from utils.data.images import read_rgb
+from utils.inference.postprocess import crf_output, logits_to_probability, probability_to_uint8
 
 #: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
@@ -50,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for CUDA but torch sees no GPU: use --device cpu.")
+        raise BadInputError(f"--device {name} asked for CUDA but torch sees no GPU: use --device cpu.")
     return device
 
 
@@ -64,16 +65,16 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
     """
     path = Path(model_path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Checkpoint not found: {path}. Pass --model_path to a trained FSNet checkpoint "
             f"(train.py writes snapshot/<run_name>/finetune/FSNet-<epoch>epoch.pth).")
     try:
         model = build_model_from_checkpoint(str(path), map_location="cpu").eval()
     except ValueError as error:
         message = str(error) if str(path) in str(error) else f"{path}: {error}"
-        raise ValueError(f"{message} Pass --model_path to an FSNet checkpoint.") from error
+        raise BadInputError(f"{message} Pass --model_path to an FSNet checkpoint.") from error
     if backbone not in ("auto", model.backbone_name):
-        raise ValueError(
+        raise BadInputError(
             f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "
             f"asked for: drop --backbone (it is detected from the checkpoint) or pass the right file.")
     if fast:
@@ -102,7 +103,7 @@ def check_no_empty_sequence(dataset: TestDataset, dataset_dir: Path) -> None:
     seen = {s[0] for s in dataset.samples} | {u[0] for u in dataset.unpredicted}
     empty = [name for name in dataset.sequences if name not in seen]
     if empty:
-        raise ValueError(
+        raise BadInputError(
             f"Empty sequence(s) under {dataset_dir}: {', '.join(empty)} hold no frame images. "
             f"Add the frames or remove these folders.")
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from utils.cli import BadInputError, MissingInputError
 from utils.checkpoint import detect_backbone, load_model_weights, load_state_dict_file
-from utils.train_state import peek_state
+from utils.training.state import peek_state
 
 #: Key prefixes of the motion stream's backbone (ResNet-50 and Res2Net-50 alike).
 FLOW_BACKBONE_PREFIXES = tuple(
@@ -35,7 +36,7 @@ FLOW_BN_STATS_CHOICES = ("rgb", "flow")
 def flow_keys_to_copy(keys: list[str], flow_bn_stats: str = "rgb") -> list[str]:
     """The keys taken from the flow stage, in ``keys`` order (see module docstring)."""
     if flow_bn_stats not in FLOW_BN_STATS_CHOICES:
-        raise ValueError(f"flow_bn_stats must be one of {FLOW_BN_STATS_CHOICES}, got {flow_bn_stats!r}")
+        raise BadInputError(f"flow_bn_stats must be one of {FLOW_BN_STATS_CHOICES}, got {flow_bn_stats!r}")
     selected = [k for k in keys if k.startswith(FLOW_BACKBONE_PREFIXES)]
     if flow_bn_stats == "rgb":
         selected = [k for k in selected if k.rsplit(".", 1)[-1] not in RUNNING_STATS]
@@ -49,15 +50,15 @@ def finetune_state_dict(
     merged = dict(rgb_state)
     keys = flow_keys_to_copy(list(rgb_state), flow_bn_stats)
     if not keys:
-        raise ValueError("The rgb-stage state_dict has no motion-stream keys (resnet.*_flow.*); "
+        raise BadInputError("The rgb-stage state_dict has no motion-stream keys (resnet.*_flow.*); "
                          "is it an FSNet checkpoint?")
     missing = [k for k in keys if k not in flow_state]
     if missing:
-        raise ValueError(f"The flow-stage state_dict lacks {len(missing)} motion-stream keys, "
+        raise BadInputError(f"The flow-stage state_dict lacks {len(missing)} motion-stream keys, "
                          f"e.g. {missing[:5]}; is it an FSNet checkpoint of the same backbone?")
     for key in keys:
         if flow_state[key].shape != rgb_state[key].shape:
-            raise ValueError(f"{key}: flow-stage shape {tuple(flow_state[key].shape)} != "
+            raise BadInputError(f"{key}: flow-stage shape {tuple(flow_state[key].shape)} != "
                              f"rgb-stage shape {tuple(rgb_state[key].shape)}")
         merged[key] = flow_state[key]
     return merged
@@ -66,7 +67,7 @@ def finetune_state_dict(
 def require_stage_file(path: Path, stage: str) -> None:
     """``FileNotFoundError`` naming the stage to run (or the flag to pass) if ``path`` is absent."""
     if not Path(path).is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"finetune needs the {stage} weights, but {path} does not exist. Run "
             f"`python train.py --train_type {stage} ...` first with the same --save_path and "
             f"--run_name, or point --{stage.split('_')[1]}_ckpt at the file."
@@ -79,7 +80,7 @@ def load_stage_state(path: Path, stage: str, backbone: str) -> dict[str, Tensor]
     state = load_state_dict_file(path)
     found = detect_backbone(state)
     if found != backbone:
-        raise ValueError(
+        raise BadInputError(
             f"{path} ({stage}) holds a {found} FSNet but this run uses --backbone {backbone}. "
             f"Use --backbone {found}, or train the {stage} stage with --backbone {backbone}."
         )
@@ -90,7 +91,7 @@ def check_stage_finished(path: Path, stage: str) -> None:
     """``ValueError`` if ``path`` is a ``last.pth`` of a stage that has not finished training."""
     state = peek_state(path)
     if state.get("finished") is False:
-        raise ValueError(
+        raise BadInputError(
             f"{path} is from an unfinished {stage} run (stopped before epoch "
             f"{state.get('epoch', 0) + 1} of {state.get('args', {}).get('epoch', '?')}). Finish "
             f"it with `python train.py --train_type {stage} --resume auto ...`, or pass "

@@ -1,0 +1,132 @@
+"""The command-line convention shared by every tool (torch-free, so ``eval/`` may import it).
+
+Every tool is ``get_args_parser()`` + ``main(argv=None) -> int``. ``main`` parses its arguments
+with a parser from :func:`make_parser` and runs its work inside :func:`run_guarded`, which turns
+expected user errors into one line on stderr::
+
+    error: <what happened> — <how to fix it>
+
+and exit status 2, with no traceback (unless ``--debug`` or ``FSNET_DEBUG=1``). Expected errors
+are :class:`UserError` (and its subclasses in ``eval/``), a full disk, a read-only file system, a
+permission problem and Ctrl-C. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from typing import Any, Callable, Iterable, Optional, TextIO
+
+from tqdm import tqdm
+
+EXIT_USER_ERROR = 2
+DEBUG_ENV = "FSNET_DEBUG"
+PROGRESS_INTERVAL_S = 30.0
+
+
+class UserError(Exception):
+    """An expected error caused by the user's input; ``str()`` is ``"<what> — <fix>"``."""
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        self.what, self.fix = what, fix
+        super().__init__(f"{what} — {fix}" if fix else what)
+
+
+class BadInputError(UserError, ValueError):
+    """A user-supplied value or file is unusable (a ``ValueError`` for library callers)."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A user-supplied file or folder does not exist (a ``FileNotFoundError`` for library callers)."""
+
+
+def os_error_message(error: OSError) -> Optional[str]:
+    """One-line ``what — fix`` text for the OS errors a user can cause (``None`` for the others)."""
+    where = error.filename or "a file"
+    if error.errno == errno.ENOSPC:
+        return f"no space left on device while writing {where} — free disk space or choose " \
+               f"another output folder, then re-run (finished outputs are kept)"
+    if error.errno == errno.EROFS:
+        return f"read-only file system: cannot write {where} — choose an output folder on a " \
+               f"writable disk"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where} — fix the permissions or choose another path"
+    if error.errno == errno.EDQUOT:
+        return f"disk quota exceeded while writing {where} — free space or choose another folder"
+    return None
+
+
+def _debug_requested(debug: bool) -> bool:
+    return debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def report_error(message: str) -> int:
+    """Print ``error: message`` as one line on stderr and return the user-error exit status."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:
+    """Run ``work()``; return 0, or 2 after one ``error:`` line for an expected error.
+
+    ``work`` may return an int exit status (returned as is); any other result means success.
+    """
+    try:
+        result = work()
+    except KeyboardInterrupt:
+        if _debug_requested(debug):
+            raise
+        return report_error("interrupted by Ctrl-C — run the same command again to continue "
+                            "(finished outputs are kept; train.py continues with --resume)")
+    except UserError as error:
+        if _debug_requested(debug):
+            raise
+        return report_error(str(error))
+    except OSError as error:
+        message = os_error_message(error)
+        if message is None or _debug_requested(debug):
+            raise
+        return report_error(message)
+    return result if isinstance(result, int) else 0
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser named as the tool is called (e.g. ``python -m utils.flow``), showing
+    defaults, with the shared ``--debug`` flag."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of errors (or set {DEBUG_ENV}=1)")
+    return parser
+
+
+class _LogLines:
+    """File wrapper for tqdm when stderr is not a terminal: carriage returns become new lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(iterable: Optional[Iterable] = None, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar on stderr; when stderr is not a terminal (CI, nohup, cluster logs) it prints one
+    plain line at most every 30 s instead of carriage-return updates."""
+    interactive = sys.stderr.isatty()
+    if not interactive:
+        kwargs.setdefault("mininterval", PROGRESS_INTERVAL_S)
+        kwargs.setdefault("maxinterval", PROGRESS_INTERVAL_S * 2)
+        kwargs.setdefault("file", _LogLines(sys.stderr))
+        kwargs.setdefault("ascii", True)
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=interactive, **kwargs)

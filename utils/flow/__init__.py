@@ -1,0 +1,1 @@
+"""Optical flow: DIS / Farneback / RAFT flow for frame folders, trees and videos, and its colour coding."""

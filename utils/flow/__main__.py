@@ -1,0 +1,48 @@
+"""CLI: ``python -m utils.flow`` writes colour-coded optical flow (library: ``utils.flow.generate``)."""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from utils.cli import make_parser, run_guarded
+from utils.flow.generate import METHODS, RAFT_MODELS, generate_flow
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m utils.flow``."""
+    parser = make_parser("python -m utils.flow", "Generate colour-coded optical flow images for FSNet.")
+    parser.add_argument("--frames", required=True, help="folder of frames, data-set tree or video file")
+    parser.add_argument("--out", default=None, help="output folder (default: see docs/data-and-flow.md)")
+    parser.add_argument("--method", choices=METHODS, default="dis", help="flow algorithm")
+    parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
+                        help="skip: official, the last frame gets no flow; backward: flow last->previous")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (dis/farneback)")
+    parser.add_argument("--skip_existing", action="store_true", help="resume: keep flows already written")
+    parser.add_argument("--save_raw", choices=("npy", "flo"), default=None,
+                        help="also save raw flow into <flow_folder>_raw/")
+    parser.add_argument("--raft_weights", default=None, help="local torchvision RAFT state_dict")
+    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large", help="RAFT variant")
+    parser.add_argument("--device", default="cpu", help="device for RAFT")
+    parser.add_argument("--flow_folder", default="OF_FlowNet2", help="flow folder name in test trees")
+    parser.add_argument("--frame_folder", default="Frame", help="frame folder name in test trees")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
+                            args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
+                            args.device, args.flow_folder, args.frame_folder)
+    print(f"{summary['written']} flow images written, {summary['skipped_existing']} already there, "
+          f"{summary['sequences']} sequences, {len(summary['no_flow'])} frames without flow "
+          f"(last frames), {summary['seconds']} s -> {', '.join(summary['out_dirs'][:3])}"
+          f"{' ...' if len(summary['out_dirs']) > 3 else ''}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input)."""
+    args = get_args_parser().parse_args(argv)
+    return run_guarded(lambda: _run(args), args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

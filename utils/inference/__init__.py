@@ -1,0 +1,1 @@
+"""Inference support: the prediction loop, post-processing, DenseCRF and overlay GIFs."""

@@ -1,0 +1,146 @@
+"""The shared I/O layer (torch-free, so ``eval/`` may import it): atomic writing, strict image
+and mask reading, natural sorting.
+
+Writing: a checkpoint, a mask PNG or a JSON report is written to a temporary file in the
+destination folder and moved into place with ``os.replace``, so an interrupted run never leaves a
+truncated file behind; files get the permissions the umask gives (never mkstemp's 0600).
+
+Mask conversion (:func:`mask_to_gray`, the one mask reader of the training loader and both
+evaluation tools):
+
+* ``1`` (bilevel): set pixels are foreground.
+* ``P`` / ``PA`` (palette): palette **index > 0** is foreground, like DAVIS annotations
+  (index 0 is the background whatever its palette colour).
+* ``I;16*`` / ``I`` (16-bit): scaled to 8 bits with ``round(v * 255 / 65535)``.
+* ``LA`` / ``RGBA``: composited over black (transparent = background), then luminance.
+* anything else (``L``, ``RGB``, JPEG masks, ...): PIL ``convert('L')`` (ITU-R 601-2 luminance).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Union
+
+import numpy as np
+from PIL import Image
+
+from utils.cli import BadInputError
+
+PathLike = Union[str, os.PathLike]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600 files
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed and fsynced before the rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_with(path: PathLike, writer: Callable[[io.BytesIO], Any]) -> None:
+    """Serialise into memory with ``writer(buffer)``, then write the bytes atomically."""
+    buffer = io.BytesIO()
+    writer(buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_image(array: np.ndarray, path: PathLike) -> None:
+    """Save a uint8 ``HxW`` or ``HxWx3`` array as an image (format from the suffix), atomically."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"save_image expects uint8, got {array.dtype} for {path}")
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise BadInputError(f"Unsupported image suffix for {path}: use .png or .jpg")
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    atomic_write_with(path, lambda buf: Image.fromarray(array).save(buf, format=fmt, **options))
+
+
+def save_json(obj: Any, path: PathLike) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def open_image(path: PathLike) -> Image.Image:
+    """Open and fully decode an image; raise ``ValueError`` naming the file if it is unreadable."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # PIL raises several unrelated exception types
+        raise BadInputError(
+            f"Cannot read image {path}: {error}. Re-export it as PNG/JPEG or remove it."
+        ) from error
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8, atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically (``f2`` before ``f10``)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def mask_to_gray(image: Image.Image, path: PathLike = "<mask>") -> np.ndarray:
+    """Convert a mask image of any supported mode to an 8-bit grey ``HxW`` array (rules above)."""
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image, dtype=np.uint8) * 255
+    if mode in ("P", "PA"):
+        index = np.asarray(image.getchannel(0) if mode == "PA" else image)
+        gray = np.where(index > 0, 255, 0).astype(np.uint8)
+        if mode == "PA":
+            gray = np.where(np.asarray(image.getchannel("A")) > 0, gray, 0).astype(np.uint8)
+        return gray
+    if mode.startswith("I") or mode == "F":
+        return to_uint8(np.asarray(image), path)
+    if mode in ("LA", "RGBA"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+        luminance = np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
+        return np.round(luminance * alpha).astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def to_uint8(array: np.ndarray, path: PathLike) -> np.ndarray:
+    """Scale a 16-bit (or 32-bit integer holding 16-bit) array to 8 bits."""
+    if array.dtype.kind == "f":
+        raise BadInputError(f"Floating-point image {path} is not supported: save it as 8- or 16-bit PNG.")
+    if array.min() < 0 or array.max() > 65535:
+        raise BadInputError(f"Image {path} has values outside 0..65535: save it as 8- or 16-bit PNG.")
+    return np.round(array.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)

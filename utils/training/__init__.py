@@ -1,0 +1,1 @@
+"""Training support: distributed set-up, resumable train state, stage chaining, run info."""
