@@ -36,7 +36,7 @@ TOY_DATASET = "Toy"
 
 @dataclass(frozen=True)
 class Recipe:
-    """The demo's training recipe (documented in README, section "The demo")."""
+    """The demo's training recipe (documented in docs/training.md, section "The demo recipe (`demo.py`)")."""
 
     size: int             # train and test size (square, multiple of 32)
     epochs: Dict[str, int]

@@ -14,7 +14,7 @@ Own video (a video file or a folder of frames)::
 
 extracts the frames, computes flow (``utils.flow.generate``, last frame by backward flow so every frame
 gets a mask), and writes ``<test_save>/Video/<name>/<frame>.png`` plus ``<test_save>/Video/<name>.gif``
-(mask tinted over the frames). See the README section "Inference" for the two modes, the
+(mask tinted over the frames). See docs/inference.md for the two modes, the
 last-frame policy and the CRF option.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@
 Scores frames 1 .. N-2 of every sequence (first and last excluded), T on consecutive predicted
 pairs inside them and only on the sequences the toolbox marks stable, then averages the
 per-sequence statistics over sequences. See eval/davis/ for the measures and
-davis16_metrics.md for the specification.
+docs/evaluation-davis16.md for the specification.
 """
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, help="write one row per dataset here")
     parser.add_argument("--plot", type=Path, help="write PR and F-threshold curves per dataset here (needs matplotlib)")
     parser.add_argument("--fix_adaptive_e", action="store_true",
-                        help="divide each sequence's adpE by n instead of main_VSOD.m's n+1 (index bug)")
+                        help="divide each sequence's adpE by n instead of main_VSOD.m's n+1 (index bug, docs/deviations.md D43)")
     parser.add_argument("--short_sequences", choices=SHORT_SEQUENCE_POLICIES, default="error",
                         help="sequences with <= 2 GT frames: stop with a list (default) or leave them out")
     parser.add_argument("--strict", action="store_true",

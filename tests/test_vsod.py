@@ -75,7 +75,7 @@ def test_sequence_numbers_match_matlab_semantics(results, dataset):
 def test_synedge_without_resize_matches_exactly(results):
     """clipY (plain frames, flat GT layout, 3-digit names) is exact; clipX holds the RGB GT, RGB and
     16-bit predictions (exact decoding) and the one resized prediction, whose fixture value was made
-    with a bicubic resize shifted by one pixel (see README), hence the looser bound."""
+    with a bicubic resize shifted by one pixel (see docs/evaluation-vsod.md §8), hence the looser bound."""
     want = EXPECTED["datasets"]["SynEdge"]
     clip_y = results["SynEdge"].sequences["clipY"]
     for key in ("S", "wF", "adpF", "adpE", "MAE"):

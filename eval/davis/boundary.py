@@ -1,4 +1,4 @@
-"""F (boundary F-measure) as in the DAVIS-2016 toolboxes (davis16_metrics.md §5).
+"""F (boundary F-measure) as in the DAVIS-2016 toolboxes (docs/evaluation-davis16.md §5).
 
 Boundary maps follow seg2bmap (1-px boundaries, the image border is never a boundary); the
 tolerance is an exact Euclidean digital disk of radius ceil(0.008 x image diagonal). The

@@ -2,7 +2,7 @@
 
 The MATLAB DAVIS-2016 toolbox runs Boost.Graph's Dijkstra (4-ary indirect heap) on the grid
 graph whose edges (i, j-1)->(i, j), (i-1, j)->(i, j), (i-1, j-1)->(i, j) cost C(i, j)
-(reference note §6.12). Its distances equal the dynamic program
+(docs/evaluation-davis16.md §6.12). Its distances equal the dynamic program
 d(i, j) = C(i, j) + min(d(i-1, j-1), d(i-1, j), d(i, j-1)) bit for bit, and each node keeps as
 predecessor the first-popped neighbour reaching that minimum. So the path is computed with the
 vectorised dynamic program and backtracked; only when two candidate predecessors of a path node

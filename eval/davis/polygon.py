@@ -1,6 +1,6 @@
 """Mask -> closed polygons, as the MATLAB DAVIS-2016 toolbox's ``mask2pce(mask, 3)`` returns them.
 
-Implements the polycont pipeline of the reference note (davis16_metrics.md §6.1-§6.7): boundary
+Implements the polycont pipeline of docs/evaluation-davis16.md §6.1-§6.7: boundary
 sides on a doubled grid, piece tracing between 4-way junctions, joining pieces into closed
 curves, hole detection, corner coordinates, the two psimpl Douglas-Peucker passes (tolerance 0.1
 then 3 in doubled-grid units, with the radial-distance pre-pass and the float32 projection

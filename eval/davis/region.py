@@ -1,4 +1,4 @@
-"""J (region similarity): intersection over union of two boolean masks (davis16_metrics.md §4)."""
+"""J (region similarity): intersection over union of two boolean masks (docs/evaluation-davis16.md §4)."""
 from __future__ import annotations
 
 import numpy as np

@@ -18,7 +18,7 @@ def _columns(report: dict) -> list[tuple[str, str]]:
 
 
 def summary_table(report: dict) -> str:
-    """The README-style table: mean-J recall-J decay-J mean-F recall-F decay-F T."""
+    """The summary table of docs/evaluation-davis16.md §9: mean-J recall-J decay-J mean-F recall-F decay-F T."""
     cols = _columns(report)
     head = " | ".join(f"{s}-{m}" if m != "T" else "T" for m, s in cols)
     values = " | ".join(_fmt(report["overall"][m][s]).rjust(len(f"{s}-{m}") if m != "T" else 5)

@@ -1,4 +1,4 @@
-"""Per-sequence statistics and data-set averages of the MATLAB toolbox (davis16_metrics.md §7, §6.14)."""
+"""Per-sequence statistics and data-set averages of the MATLAB toolbox (docs/evaluation-davis16.md §7, §6.14)."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,6 @@
 """T (temporal stability) of a pair of consecutive predicted masks, as the MATLAB toolbox computes it.
 
-Reference note davis16_metrics.md §6.8-§6.13: the longest polygon of each mask, resampled every
+docs/evaluation-davis16.md §6.8-§6.13: the longest polygon of each mask, resampled every
 3 px, shape-context histograms (12 angles x 5 log-radii), chi-square cost matrix, cyclic
 shortest-path matching, one-to-one filter, mean cost. Lower is better. The sequence value (the
 ``x5`` and the NaN-mean) lives in :mod:`eval.davis.statistics`.

@@ -1,7 +1,7 @@
 """The ``main_VSOD.m`` aggregation: per-sequence means, then unweighted means over sequences.
 
 * Sequence (lines 115-122): S, wF, adpF, MAE and the F/E curves are means over its evaluated
-  frames.  adpE reproduces the script's index bug by default: frame i is stored at position i
+  frames.  adpE reproduces the script's index bug (docs/evaluation-vsod.md §5, docs/deviations.md D43) by default: frame i is stored at position i
   instead of i-1, so the array keeps a leading 0 and the sequence adpE is sum / (n + 1).
   ``fix_adaptive_e=True`` divides by n.
 * Dataset (lines 137-145): every number is the unweighted mean of the sequence numbers (a short

@@ -1,7 +1,7 @@
 """Stage-3 (``finetune``) initialisation from the two pretraining stages.
 
 What the official ``utils/func.py::update_predict`` intends (and does, once its prefix bug is
-fixed, official_pipeline.md bug 6):
+fixed, docs/deviations.md D20):
 
 1. every tensor comes from the ``pretrain_rgb`` checkpoint (all three backbone streams, RCAM
    attention, DimReduce, BPMs, both decoders, BN running statistics);
@@ -12,7 +12,7 @@ fixed, official_pipeline.md bug 6):
    ``momentum=None``, which FSNet does not use, so it has no effect on training).
 
 The flow stream's BN running statistics (``running_mean``/``running_var``) are, officially, kept
-from the rgb stage, where that stream was fed RGB images (bug 7). ``flow_bn_stats="flow"`` takes
+from the rgb stage, where that stream was fed RGB images (docs/deviations.md D21). ``flow_bn_stats="flow"`` takes
 them from the flow stage instead, consistent with the flow-stage weights.
 """
 from __future__ import annotations
