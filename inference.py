@@ -35,9 +35,10 @@ from utils.flow.generate import METHODS as FLOW_METHODS
 from utils.flow.generate import RAFT_MODELS, extract_frames, generate_flow
 from utils.data.images import list_images
 from utils.inference.overlay import write_overlay_gif
+from utils.device import resolve_device
 from utils.inference.postprocess import MODES
 from utils.inference.predict import (PredictionStats, check_no_empty_sequence, check_writable, load_predictor,
-                           output_path, predict_dataset, resolve_device)
+                           output_path, predict_dataset)
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
                     "DAVSOD-Easy-35", "DAVSOD-Normal-25", "DAVSOD-Difficult-20")

@@ -1,7 +1,7 @@
 """Speed of eval.davis16 against a straightforward implementation of the same toolbox algorithm.
 
-    python bench/bench_davis.py                 # small: 120 frames, 8 F frames, 4 T pairs
-    python bench/bench_davis.py --frames 1376   # the DAVIS-2016 val workload size
+    python -m bench.bench_davis                 # small: 120 frames, 8 F frames, 4 T pairs
+    python -m bench.bench_davis --frames 1376   # the DAVIS-2016 val workload size
 
 Everything runs in one process on the same synthetic 480x854 masks, so the printed ratios are
 meaningful on a busy machine; absolute seconds are indicative only. Baselines:
@@ -18,7 +18,6 @@ import argparse
 import heapq
 import math
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.davis.boundary import disk, f_measure, seg2bmap, tolerance_radius  # noqa: E402
 from eval.davis.matching import bijective_cost  # noqa: E402

@@ -1,7 +1,7 @@
 """Per-pair time of ``utils.flow.generate_flow`` (read + DIS + colour coding + JPEG write) vs raw
 OpenCV DIS-medium (``calc`` on frames already in memory), both measured in this run on 854x480.
 
-    python bench/bench_flow.py [--pairs 40] [--workers 2]
+    python -m bench.bench_flow [--pairs 40] [--workers 2]
 
 Prints per-pair milliseconds and ratios against raw single-thread DIS (target for the tool with
 one worker: <= 1.10; it runs DIS on one thread and overlaps colour coding + JPEG writing of the
@@ -10,7 +10,6 @@ previous pair on a second thread, so the target needs two free cores).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import save_image  # noqa: E402
 from utils.flow.generate import generate_flow  # noqa: E402

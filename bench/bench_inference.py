@@ -1,6 +1,6 @@
 """Benchmark inference.py: frames/s model-only and end-to-end, plain forward vs fast path.
 
-    python bench/bench_inference.py [--device cpu|cuda] [--testsize 352] [--batchsize N]
+    python -m bench.bench_inference [--device cpu|cuda] [--testsize 352] [--batchsize N]
         [--test_sequences 4 --test_frames 10] [--repeats 2]
 
 Generates the toy test set (``utils.data.toy``) and a random FSNet checkpoint in a temporary folder,
@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference  # noqa: E402
 from lib.fsnet import FSNet  # noqa: E402
 from lib.verify import randomize_weights  # noqa: E402

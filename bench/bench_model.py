@@ -1,6 +1,6 @@
 """Benchmark FSNet: parameters, FLOPs, latency and peak memory, plain eval forward vs fast path.
 
-    python bench/bench_model.py [--backbone resnet50] [--size 352] [--repeats 10] [--device cpu]
+    python -m bench.bench_model [--backbone resnet50] [--size 352] [--repeats 10] [--device cpu]
 
 Times the plain eval forward and the fast path with the ``eager`` and the default (``auto``)
 backend, interleaved round-robin (fair ratios on a shared machine), and each one's first call
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.backbones import BACKBONES  # noqa: E402
 from lib.fast import build_fast_model  # noqa: E402
 from lib.fsnet import FSNet  # noqa: E402

@@ -1,7 +1,7 @@
 """Training-step throughput and peak memory of FSNet: fp32 vs channels_last (vs AMP on CUDA).
 
-    python bench/bench_train.py                        # CUDA: batch 16 at 352; CPU: batch 2 at 64
-    python bench/bench_train.py --multiscale           # one full batch = steps at 256/352/448
+    python -m bench.bench_train                        # CUDA: batch 16 at 352; CPU: batch 2 at 64
+    python -m bench.bench_train --multiscale           # one full batch = steps at 256/352/448
 
 Every configuration runs ``train.train_batch`` (the training loop's own step: forward, both BCE
 losses, backward, SGD) on the same random batch from the same initial weights; the table gives
@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
 from lib.backbones import BACKBONES  # noqa: E402

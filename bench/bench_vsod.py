@@ -1,6 +1,6 @@
 """Per-frame time of ``eval.vsod`` vs plain pysodmetrics, measured in the same run.
 
-    python bench/bench_vsod.py [--sequences 2] [--frames 8] [--height 480] [--width 854] [--repeats 3]
+    python -m bench.bench_vsod [--sequences 2] [--frames 8] [--height 480] [--width 854] [--repeats 3]
 
 Writes a synthetic V-SOD set (byte-scaled grey predictions, ellipse GT) to a temporary folder,
 then times (median of ``--repeats``), image reading included:
@@ -27,7 +27,6 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.sod.tree import plan_dataset  # noqa: E402
 from eval.vsod import evaluate_datasets  # noqa: E402

@@ -45,16 +45,6 @@ class PlainPredictor(nn.Module):
         return self.model(image, flow)[0]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name} asked for CUDA but torch sees no GPU: use --device cpu.")
-    return device
-
-
 def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
                    fast: bool = True) -> Tuple[nn.Module, str]:
     """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from utils.device import resolve_device
+
 from utils.cli import BadInputError
 
 
@@ -38,17 +40,6 @@ class DistEnv:
         return self.world_size > 1
 
 
-def _pick_device(requested: str | None, local_rank: int) -> torch.device:
-    """``cuda:<local_rank>`` if CUDA is wanted (default when available), else the CPU."""
-    name = requested or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was given but CUDA is not available; use --device cpu")
-        return torch.device("cuda", local_rank if device.index is None else device.index)
-    return device
-
-
 def setup(requested_device: str | None = None) -> DistEnv:
     """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and start the process group.
 
@@ -58,7 +49,7 @@ def setup(requested_device: str | None = None) -> DistEnv:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _pick_device(requested_device, local_rank)
+    device = resolve_device(requested_device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():

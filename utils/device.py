@@ -1,0 +1,26 @@
+"""The one ``--device`` resolver of every tool."""
+from __future__ import annotations
+
+import torch
+
+from utils.cli import BadInputError
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` (or ``None``) -> CUDA when available, else the CPU; ``cuda`` without an index ->
+    ``cuda:<local_rank>`` (torchrun); anything else as given, checked to exist."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise BadInputError(f"--device {name!r} is not a device name", "use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError(f"--device {name} asked for CUDA but torch sees no GPU", "use --device cpu")
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise BadInputError(f"--device {name}: there is no GPU {index} "
+                                f"({torch.cuda.device_count()} visible)", "pick an existing GPU index")
+        return torch.device("cuda", index)
+    return device
