@@ -177,7 +177,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _release_info() -> None:
-    status = (f"present; verify it with: python -m utils.weights fsnet --check"
+    status = ("present; verify it with: python -m utils.weights fsnet --check"
               if RELEASE_PATH.is_file() else "not there yet")
     print(f"The released FSNet model (ICCV 2021, ResNet-50): {RELEASE_NAME}")
     print("It is not downloaded automatically (the authors share it by Google Drive / Baidu Pan).")
@@ -195,7 +195,7 @@ def _check(path: str) -> None:
     print(f"backbone:   {report.backbone}")
     print(f"keys:       {report.keys} (release: {RELEASE_KEYS})")
     print(f"parameters: {report.parameters:,} (release: {RELEASE_PARAMETERS:,})")
-    print(f"OK: the released FSNet layout; loads strictly. Compare the SHA-256 with a trusted copy.")
+    print("OK: the released FSNet layout; loads strictly. Compare the SHA-256 with a trusted copy.")
 
 
 def _imagenet(args: argparse.Namespace) -> None:
