@@ -2,7 +2,9 @@
 ``python -m utils.weights`` (the released checkpoint's info and --check)."""
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -156,6 +158,16 @@ def test_raft_offline_without_file_is_a_user_error(online, monkeypatch, no_netwo
     with pytest.raises(MissingInputError, match="downloads are off.*--raft_weights PATH"):
         load_raft(None, "raft_small", "cpu", True)
     assert no_network == []
+
+
+def test_offline_flag_reaches_worker_processes(monkeypatch):
+    parser = argparse.ArgumentParser()
+    weights.add_offline_argument(parser)
+    monkeypatch.delenv(hub.OFFLINE_ENV, raising=False)
+    weights.set_offline(parser.parse_args([]).offline)
+    assert not hub.is_offline()
+    weights.set_offline(parser.parse_args(["--offline"]).offline)
+    assert os.environ[hub.OFFLINE_ENV] == "1" and hub.is_offline()  # inherited by workers
 
 
 def test_cli_offline_errors_say_what_to_place_where(tmp_path):
