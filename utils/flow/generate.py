@@ -41,6 +41,7 @@ from utils.cli import BadInputError, MissingInputError
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with
 from utils.flow.color import flow_to_color
 from utils.data.images import list_images, natural_key, read_rgb, sequence_name
+from utils.weights import raft_weights_file
 
 METHODS = ("dis", "farneback", "raft")
 RAFT_MODELS = ("raft_large", "raft_small")
@@ -69,29 +70,26 @@ class RaftOptions:
 
 
 @functools.lru_cache(maxsize=2)
-def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "cpu") -> torch.nn.Module:
-    """Build a torchvision RAFT and load a **local** state_dict; never downloads.
+def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "cpu",
+              offline: bool = False) -> torch.nn.Module:
+    """Build a torchvision RAFT with the weights of ``--raft_weights`` or torchvision's own file.
 
-    Raises ``FileNotFoundError`` naming the path and how to obtain the file.
+    ``weights`` (a local state_dict) is used as given. Without it torchvision's ``DEFAULT`` weights
+    file is taken from ``snapshot/backbone/`` or the torch hub cache, else downloaded into the hub
+    cache (hash-checked) unless ``offline`` or ``FSNET_OFFLINE=1`` (see :mod:`lib.hub`). Raises
+    ``MissingInputError`` / ``BadInputError`` naming the file and how to obtain it.
     """
     from torchvision.models import optical_flow
 
     if model not in RAFT_MODELS:
         raise BadInputError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
-    weights_enum = {"raft_large": optical_flow.Raft_Large_Weights,
-                    "raft_small": optical_flow.Raft_Small_Weights}[model].DEFAULT
-    if not weights or not Path(weights).is_file():
-        raise MissingInputError(
-            f"RAFT weights file not found: {weights!r}. --method raft needs a local state_dict; "
-            f"download {weights_enum.url} on a machine with internet access and pass it with "
-            f"--raft_weights PATH --raft_model {model} (or use --method dis, which needs no weights)."
-        )
+    path = raft_weights_file(weights, model, offline)
     net = getattr(optical_flow, model)(weights=None)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
-        raise BadInputError(f"{weights} is not a {model} state_dict: {error}") from error
+        raise BadInputError(f"{path} is not a {model} state_dict: {error}") from error
     return net.eval().to(device)
 
 
