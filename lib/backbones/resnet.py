@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 #: ImageNet files accepted for this backbone (torchvision V1 and V2 weights).
 IMAGENET_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
-#: Where the files come from (printed in errors; never downloaded automatically).
+#: Where the files come from (downloaded on first use unless offline: lib/hub.py).
 IMAGENET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 
 #: (conv, BatchNorm) pairs of one stream's stem; ``{s}`` is the stream suffix.
