@@ -1,6 +1,6 @@
 """Small helpers shared by the DAVIS-2016 (eval/davis) and V-SOD (eval/sod) evaluators.
 
-Like the rest of eval/, this imports nothing from lib/ or utils/.
+Like the rest of eval/, this imports nothing from lib/ and only torch-free modules of utils/.
 """
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import csv
 import io
 from typing import Iterable, Sequence
 
+from utils.data.images import listing
+
 MAX_LISTED = 10  # entries named in an error or warning before "... and N more"
 
 
 def format_listing(items: Sequence[object]) -> str:
     """The first MAX_LISTED ``items`` one per indented line (each line starts with a newline),
     then how many more there are; appended to error and warning messages that name files."""
-    shown = "\n  ".join(str(item) for item in items[:MAX_LISTED])
-    more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
-    return f"\n  {shown}{more}"
+    return listing(items, MAX_LISTED)
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -271,7 +271,7 @@ def test_davis_import_builds_layouts_with_flow(tmp_path):
     summary = import_davis(davis, root, progress=False)
     assert summary["train"]["frames"] == 3 and summary["val"]["frames"] == 3
     assert (root / "TrainSet_Video" / "Imgs" / "bear_00000.jpg").is_symlink()
-    assert sorted(p.name for p in (root / "TrainSet_Video" / "Flow").iterdir()) == ["bear_00000.jpg", "bear_00001.jpg"]
+    assert sorted(p.name for p in (root / "TrainSet_Video" / "Flow").glob("*.jpg")) == ["bear_00000.jpg", "bear_00001.jpg"]
     assert len(TrainDataset(root, "finetune", trainsize=S)) == 2
     assert len(TrainDataset(root, "pretrain_rgb", trainsize=S)) == 3
     test = TestDataset(root / "TestSet" / "DAVIS", testsize=S)
