@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, Sequence, Union
 
 from utils.data.images import listing
+from utils.io import write_text
 
 MAX_LISTED = 10  # entries named in an error or warning before "... and N more"
 
@@ -29,3 +31,14 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
         writer.writerow(["" if cell is None else cell if isinstance(cell, str) else repr(cell)
                          for cell in row])
     return buffer.getvalue()
+
+
+def write_report(path: Union[str, Path], text: str) -> None:
+    """Write a report atomically; an OS error (disk full, read-only ...) names ``path``, so the
+    one-line error of ``utils.cli.run_guarded`` says which file could not be written."""
+    try:
+        write_text(path, text)
+    except OSError as error:
+        if not error.filename:
+            error.filename = str(path)
+        raise

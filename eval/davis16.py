@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.io import write_text
 from utils.safety import check_file_writable, check_outputs_apart
+from eval.common import write_report
 from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequences, pred_sequences
 from eval.davis.report import sequence_tables, summary_table, to_csv, to_json
 from eval.davis.runner import METRICS, score_sequences, summarise
@@ -131,7 +131,7 @@ def run(config: Davis16Config) -> Davis16Result:
     result = Davis16Result(report)
     for path, text in ((config.json, to_json), (config.csv, to_csv)):
         if path is not None:
-            write_text(path, text(report))
+            write_report(path, text(report))
             result.written.append(Path(path))
     return result
 
