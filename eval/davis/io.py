@@ -13,7 +13,8 @@ collected and reported in one :class:`DavisInputError` that names the files and 
 is skipped silently. Inputs are only read.
 
 GT masks are read with the shared mask reader (:func:`utils.io.mask_to_gray`: palette index > 0,
-RGBA/LA composited over black, 1-bit, 16-bit scaled, grey as is), then must be binary.
+RGBA/LA composited over black, 1-bit, 16-bit scaled, grey as is), then must be binary
+(docs/deviations.md D53).
 """
 from __future__ import annotations
 

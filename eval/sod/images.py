@@ -6,7 +6,7 @@ Palette and transparent GT masks (``P``/``PA``/``LA``/``RGBA``) are instead read
 mask reader of the training loader and ``eval.davis16`` (:func:`utils.io.mask_to_gray`: palette
 index > 0; transparent pixels composited over black, then luminance), then ``> 128``; MATLAB
 would score palette *indices* (index > 128: the object vanishes) and ignore the alpha mask
-(docs/deviations.md D49).
+(docs/deviations.md D52).
 Prediction (lines 72-83): resized to the GT size with ``imresize`` if needed (here in memory only,
 never written back), channel 1 only, ``im2double`` (uint8 / 255, uint16 / 65535, logical 0/1),
 then ``mapminmax(x, 0, 1)`` over all pixels.
