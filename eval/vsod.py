@@ -131,15 +131,15 @@ class VsodResult:
 
 
 def check_report_paths(config: VsodConfig) -> None:
-    """Before any work: matplotlib present for --plot; every report path apart from the inputs,
-    distinct and writable."""
-    if config.plot is not None:
-        from eval.sod.plot import require_matplotlib
-        require_matplotlib()
+    """Before any work: every report path apart from the inputs and distinct; matplotlib present
+    for --plot; every report path writable."""
     outputs = {"--json": config.json, "--csv": config.csv, "--plot": config.plot}
     check_outputs_apart({"--pred": config.pred, "--gt": config.gt}, outputs)
     if config.json is not None and config.csv is not None and Path(config.json) == Path(config.csv):
         raise VSODInputError(f"--json and --csv both name {config.json}; give two file names")
+    if config.plot is not None:
+        from eval.sod.plot import require_matplotlib
+        require_matplotlib()
     for what, path in (("--json", config.json), ("--csv", config.csv)):
         if path is not None:
             check_file_writable(path, f"{what} report")

@@ -28,7 +28,7 @@ from PIL import Image
 
 from eval.common import format_listing
 from utils.cli import UserError
-from utils.data.images import check_images
+from utils.data.images import ImageHeader, check_images
 from utils.io import mask_to_gray, natural_key
 
 GT_LAYOUTS = ("auto", "davis", "fsnet", "plain")
@@ -166,18 +166,18 @@ def plan_sequences(names: list[str], gt_seqs: dict[str, Path], pred_root: Path,
 
 
 def plan_sequence(name: str, gt_paths: list[Path], available: dict[str, Path], pred_dir: Path,
-                  sizes: dict[Path, tuple[int, int]], allow_missing: bool) -> SequenceJob:
-    """One sequence's job from its listed files and their header ``sizes`` (width, height).
+                  sizes: dict[Path, ImageHeader], allow_missing: bool) -> SequenceJob:
+    """One sequence's job from its listed files and their ``sizes`` (headers: size and mode).
 
-    Only the scored frames (1 .. N-2) need a prediction; extra prediction files are ignored;
+    Predictions must be single-channel (checked from the header, before any scoring). Only the scored frames (1 .. N-2) need a prediction; extra prediction files are ignored;
     files missing from ``sizes`` (unreadable, reported by the caller) are not compared.
     """
     def size_of(path: Path) -> tuple[int, int] | None:
-        return (sizes[path][1], sizes[path][0]) if path in sizes else None
+        return (sizes[path].height, sizes[path].width) if path in sizes else None
 
     size = size_of(gt_paths[0]) or (0, 0)
     pred_paths: list[Path | None] = [None] * len(gt_paths)
-    missing, wrong_size = [], []
+    missing, wrong_size, multi_channel = [], [], []
     for index, gt_path in enumerate(gt_paths):
         gt_size = size_of(gt_path)
         if gt_size is not None and gt_size != size:
@@ -188,6 +188,9 @@ def plan_sequence(name: str, gt_paths: list[Path], available: dict[str, Path], p
         if pred is None:
             missing.append(pred_dir / (gt_path.stem + ".png"))
             continue
+        bands = Image.getmodebands(sizes[pred].mode) if pred in sizes else 1
+        if bands != 1:
+            multi_channel.append(f"{pred}: {bands} channels (mode {sizes[pred].mode})")
         pred_size = size_of(pred)
         if pred_size is not None and pred_size != size:
             wrong_size.append(f"{pred}: {pred_size[0]}x{pred_size[1]} but GT {gt_path} is "
@@ -196,6 +199,10 @@ def plan_sequence(name: str, gt_paths: list[Path], available: dict[str, Path], p
     if wrong_size:
         raise DavisInputError(_listing(wrong_size, f"Sequence {name!r}: size mismatch")
                               + "\nPredictions must have the GT size (no resizing is done).")
+    if multi_channel:
+        raise DavisInputError(_listing(multi_channel, f"Sequence {name!r}: multi-channel predictions")
+                              + "\nMasks must be single-channel (grey or palette) PNGs, as in the "
+                              "MATLAB toolbox: save them in mode 'L'.")
     if missing and not allow_missing:
         raise DavisInputError(_listing(missing, f"Sequence {name!r}: missing predictions")
                               + "\nWrite them, or pass --allow_missing to score them as empty.")

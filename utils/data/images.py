@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -91,8 +91,16 @@ class OutputExistsError(UserError, FileExistsError):
     ``FileExistsError`` for library callers)."""
 
 
-def image_header(path: PathLike) -> Tuple[int, int]:
-    """``(width, height)`` of an image from its header, without decoding the pixels.
+class ImageHeader(NamedTuple):
+    """What an image header tells without decoding the pixels."""
+
+    width: int
+    height: int
+    mode: str  # PIL mode ("L", "P", "RGB", "RGBA", "I;16", ...)
+
+
+def image_header(path: PathLike) -> ImageHeader:
+    """Size and mode of an image from its header, without decoding the pixels.
 
     Also checks that a PNG / JPEG file is complete (its end marker lies in the last KiB), so a
     truncated copy is found here rather than when its batch comes up. Raises ``BadInputError``
@@ -101,14 +109,14 @@ def image_header(path: PathLike) -> Tuple[int, int]:
     path = Path(path)
     try:
         with Image.open(path) as image:
-            size, fmt = image.size, image.format
+            header, fmt = ImageHeader(image.width, image.height, image.mode), image.format
         marker = _END_MARKERS.get(fmt or "")
         if marker is not None:
             with open(path, "rb") as handle:
                 handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
                 if marker not in handle.read():
                     raise OSError(f"truncated {fmt} file (no end marker)")
-        return size
+        return header
     except FileNotFoundError as error:
         raise MissingInputError(f"image {path} not found", "check the path") from error
     except Exception as error:  # PIL raises several unrelated exception types
@@ -117,17 +125,17 @@ def image_header(path: PathLike) -> Tuple[int, int]:
 
 
 def check_images(paths: Iterable[PathLike], same_size: Iterable[Sequence[PathLike]] = (),
-                 threads: int = HEADER_THREADS) -> Tuple[Dict[Path, Tuple[int, int]], List[str]]:
+                 threads: int = HEADER_THREADS) -> Tuple[Dict[Path, ImageHeader], List[str]]:
     """Read every image header (in a thread pool) and compare sizes within each group.
 
-    Returns ``(sizes, problems)``: ``sizes`` maps each readable path to ``(width, height)``;
-    ``problems`` lists every unreadable file and every file whose size differs from the first
-    file of its ``same_size`` group (groups' paths must be among ``paths``). Nothing is raised,
-    so the caller can report all problems in one message.
+    Returns ``(headers, problems)``: ``headers`` maps each readable path to its
+    :class:`ImageHeader`; ``problems`` lists every unreadable file and every file whose size
+    differs from the first file of its ``same_size`` group (groups' paths must be among
+    ``paths``). Nothing is raised, so the caller can report all problems in one message.
     """
     unique = list(dict.fromkeys(Path(p) for p in paths))
 
-    def probe(path: Path) -> Tuple[Path, Optional[Tuple[int, int]], Optional[str]]:
+    def probe(path: Path) -> Tuple[Path, Optional[ImageHeader], Optional[str]]:
         try:
             return path, image_header(path), None
         except UserError as error:
@@ -142,8 +150,8 @@ def check_images(paths: Iterable[PathLike], same_size: Iterable[Sequence[PathLik
         if not known:
             continue
         first = sizes[known[0]]
-        problems += [f"{p}: {sizes[p][0]}x{sizes[p][1]} but {known[0]} is {first[0]}x{first[1]}"
-                     for p in known[1:] if sizes[p] != first]
+        problems += [f"{p}: {sizes[p].width}x{sizes[p].height} but {known[0]} is "
+                     f"{first.width}x{first.height}" for p in known[1:] if sizes[p][:2] != first[:2]]
     return sizes, problems
 
 

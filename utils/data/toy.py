@@ -168,6 +168,8 @@ def make_toy_dataset(out: PathLike = "dataset/Toy", seed: int = 0, quick: bool =
     """
     config = config or (QUICK if quick else ToyConfig())
     config.check()
+    if seed < 0:
+        raise BadInputError(f"--seed must be 0 or more, got {seed}", "pass a non-negative seed")
     if int(workers) < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     out = Path(out)

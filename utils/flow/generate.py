@@ -297,9 +297,14 @@ def _raw_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + "_raw")
 
 
-def _output_dirs(seq: FlowSequence, save_raw: Optional[str]) -> List[Path]:
-    dirs = [seq.out_dir] + ([_raw_dir(seq.out_dir)] if save_raw else [])
-    return dirs + ([seq.extract_to] if seq.extract_to is not None else [])
+def _output_dirs(seq: FlowSequence, save_raw: Optional[str]) -> Dict[str, Path]:
+    """The folders one sequence writes, keyed by a description for error messages."""
+    dirs = {f"flow folder of {seq.name}": seq.out_dir}
+    if save_raw:
+        dirs[f"raw flow folder of {seq.name}"] = _raw_dir(seq.out_dir)
+    if seq.extract_to is not None:
+        dirs[f"frame folder extracted from {seq.source.name}"] = seq.extract_to
+    return dirs
 
 
 def _recorded_source(folder: Path) -> Optional[str]:
@@ -345,9 +350,10 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
     """Check and hold every output folder before any work (see the module docstring): outputs
     apart from inputs, ownership (``overwrite`` replaces another input's outputs), frame headers,
     then locks and source records. The locks are held until the ``with`` block ends."""
-    inputs = {f"frames {seq.source}": seq.source for seq in sequences}
-    owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw)}
-    check_outputs_apart(inputs, {f"output {folder}": folder for folder in owners})
+    names = {seq.source: seq.name for seq in reversed(sequences)}  # first sequence of each source
+    outputs = {key: folder for seq in sequences for key, folder in _output_dirs(seq, save_raw).items()}
+    check_outputs_apart({f"frames of {name}": source for source, name in names.items()}, outputs)
+    owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw).values()}
     if not overwrite:
         problems = [p for folder, source in owners.items()
                     for p in _ownership_problems(folder, source, skip_existing)]
