@@ -27,9 +27,9 @@ import numpy as np
 from PIL import Image
 
 from eval.common import format_listing
-from utils.cli import UserError
+from utils.cli import BadInputError, UserError
 from utils.data.images import ImageHeader, check_images
-from utils.io import mask_to_gray, natural_key
+from utils.io import mask_to_gray, natural_key, open_image
 
 GT_LAYOUTS = ("auto", "davis", "fsnet", "plain")
 
@@ -210,12 +210,11 @@ def plan_sequence(name: str, gt_paths: list[Path], available: dict[str, Path], p
 
 
 def _open(path: Path) -> Image.Image:
+    """The decoded image (``utils.io.open_image``); DavisInputError naming it if unreadable."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except Exception as error:  # PIL raises several unrelated exception types
-        raise DavisInputError(f"Cannot read {path}: {error}. Re-save it as a PNG.") from error
+        return open_image(path)
+    except BadInputError as error:
+        raise DavisInputError(error.what, error.fix) from error
 
 
 def _read_array(path: Path) -> np.ndarray:

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from eval.sod.resize import imresize_bicubic
-from utils.cli import UserError
-from utils.io import mask_to_gray
+from utils.cli import BadInputError, UserError
+from utils.io import mask_to_gray, open_image
 
 # MATLAB rgb2gray: first row of inv([1 0.956 0.621; 1 -0.272 -0.647; 1 -1.106 1.703]).
 RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
@@ -78,13 +78,11 @@ class Prediction:
 
 
 def _load(path: Path) -> Image.Image:
-    """Open and decode ``path`` fully; VSODInputError naming it if unreadable."""
+    """Open and decode ``path`` fully (``utils.io.open_image``); VSODInputError naming it if unreadable."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError) as exc:
-        raise VSODInputError(f"cannot read image {path}: {exc}. Replace or remove the file.") from exc
+        return open_image(path)
+    except BadInputError as exc:
+        raise VSODInputError(exc.what, exc.fix) from exc
 
 
 def _matlab_array(path: Path, role: str, image: Image.Image | None = None) -> tuple[np.ndarray, list[str]]:

@@ -323,6 +323,8 @@ def _source_text(folder: Path, source: Path) -> str:
 def _ownership_problems(folder: Path, source: Path, skip_existing: bool) -> List[str]:
     """Why writing into ``folder`` could replace outputs that do not belong to ``source``: it
     records another input, or it holds files but no record (unless ``skip_existing`` keeps them)."""
+    if folder.exists() and not folder.is_dir():
+        return [f"{folder} is a file, not a folder"]
     recorded = _recorded_source(folder)
     if recorded is not None:
         if recorded == _source_text(folder, source):
