@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli_checks import assert_user_error, checksums
+from tests.cli_checks import REPO, assert_user_error, checksums
 from utils.data.images import read_mask
 from utils.flow.__main__ import main as flow_main
 from utils.flow.generate import SOURCE_RECORD, generate_flow
@@ -70,6 +72,13 @@ def _vsod(root: Path, count: int = 4) -> tuple[Path, Path]:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(_mask(t)).save(folder / f"{t:05d}.png")
     return root / "pred", root / "gt"
+
+
+def run_module_async(module: str, argv: list[str]) -> subprocess.Popen:
+    """Start ``python -m module argv`` in the background (output discarded)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", module] + argv, cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _refused(capsys, code: int, *fragments: str) -> str:
@@ -412,3 +421,33 @@ def test_rgba_and_palette_gt_score_the_same_in_both_evaluators(tmp_path):
         scores[name] = (vsod, davis)
     assert scores["palette"] == scores["grey"] and scores["rgba"] == scores["grey"]
     assert scores["grey"][1]["J"]["mean"] < 1  # the predictions move, the GT does not: a real score
+
+
+def test_killed_flow_run_resumes_cleanly(tmp_path):
+    """SIGKILL a running flow job: the next run takes over its lock, removes its temporaries and
+    completes; every flow image decodes (writes are atomic)."""
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    rng = np.random.default_rng(1)
+    texture = (rng.random((144, 192 + 60)) * 255).astype(np.uint8)
+    for t in range(60):
+        Image.fromarray(texture[:, t: t + 192]).save(frames / f"{t:05d}.png")
+    before = checksums(frames)
+    out = tmp_path / "clip_OF_FlowNet2"
+    job = run_module_async("utils.flow", ["--frames", str(frames)])
+    try:
+        while job.poll() is None and len(list(out.glob("*.jpg"))) < 5:
+            time.sleep(0.05)
+    finally:
+        job.kill()
+        job.wait()
+    assert job.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    assert (out / LOCK_NAME).exists()         # its lock is left behind
+    code = flow_main(["--frames", str(frames), "--skip_existing"])
+    assert code == 0 and checksums(frames) == before
+    assert not (out / LOCK_NAME).exists() and not list(out.glob(".*.tmp"))
+    written = sorted(out.glob("*.jpg"))
+    assert len(written) == 59
+    for path in written:
+        with Image.open(path) as image:
+            image.load()
