@@ -129,7 +129,7 @@ def test_two_plain_frame_folders_get_their_own_default_outputs(tmp_path):
 
 
 def test_output_of_another_input_is_not_replaced_without_overwrite(tmp_path, capsys):
-    a, b = _frames(tmp_path / "a"), _frames(tmp_path / "b")
+    a, b = _frames(tmp_path / "a", count=4), _frames(tmp_path / "b")
     out = tmp_path / "flow"
     assert flow_main(["--frames", str(a), "--out", str(out)]) == 0
     capsys.readouterr()
@@ -139,6 +139,7 @@ def test_output_of_another_input_is_not_replaced_without_overwrite(tmp_path, cap
                  "holds the flow of", "--overwrite")
         assert checksums(a, b, out) == before
     assert flow_main(["--frames", str(b), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["00000.jpg", "00001.jpg"]  # none of a's left
     assert json.loads((out / SOURCE_RECORD).read_text())["source"] == os.path.relpath(b, out)
 
 

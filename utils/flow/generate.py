@@ -26,7 +26,8 @@ Before any flow is computed (:func:`prepare_outputs`): no output folder may be, 
 inside a folder of frames it reads (or the video); every output folder is locked against a second
 run (``utils.safety.output_lock``; leftover temporaries of a killed run are removed); an output
 folder that holds the flow of another input (``.fsnet-source.json``), or files of unknown origin
-that would be replaced, is refused unless ``overwrite``; and every frame header is read (thread
+that would be replaced, is refused unless ``overwrite`` (which then deletes that folder's
+``.jpg``/``.npy``/``.flo`` files first, so nothing of the other input survives); and every frame header is read (thread
 pool) with all unreadable, truncated or differently sized frames reported in one error.
 """
 from __future__ import annotations
@@ -62,6 +63,7 @@ JPEG_QUALITY = 95
 FLO_MAGIC = 202021.25
 RAFT_MIN_SIDE = 128
 SOURCE_RECORD = ".fsnet-source.json"  # which input an output folder's flow was computed from
+OUTPUT_SUFFIXES = (".jpg", ".npy", ".flo")  # what --overwrite removes from another input's folder
 
 
 # --------------------------------------------------------------------------- computing flow
@@ -356,20 +358,29 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
     outputs = {key: folder for seq in sequences for key, folder in _output_dirs(seq, save_raw).items()}
     check_outputs_apart({f"frames of {name}": source for source, name in names.items()}, outputs)
     owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw).values()}
-    if not overwrite:
-        problems = [p for folder, source in owners.items()
-                    for p in _ownership_problems(folder, source, skip_existing)]
-        if problems:
-            raise OutputExistsError("refusing to replace existing outputs:" + listing(problems),
-                                    "pass --overwrite to replace them, --skip_existing to keep "
-                                    "finished flows of the same input, or choose another --out")
+    foreign = {folder: problems for folder, source in owners.items()
+               if (problems := _ownership_problems(folder, source, skip_existing))}
+    if foreign and not overwrite:
+        raise OutputExistsError("refusing to replace existing outputs:"
+                                + listing([p for problems in foreign.values() for p in problems]),
+                                "pass --overwrite to replace them, --skip_existing to keep "
+                                "finished flows of the same input, or choose another --out")
     check_frames([seq for seq in sequences if seq.extract_to is None])
     with contextlib.ExitStack() as locks:
         for folder, source in owners.items():
             locks.enter_context(output_lock(folder, "utils.flow"))
+            if folder in foreign:  # --overwrite: no earlier output may survive beside the new ones
+                _remove_outputs(folder)
             save_json({"source": _source_text(folder, source), "tool": "utils.flow"},
                       folder / SOURCE_RECORD)
         yield
+
+
+def _remove_outputs(folder: Path) -> None:
+    """Delete the files this tool writes (frames/flow ``.jpg``, raw ``.npy``/``.flo``) from ``folder``."""
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in OUTPUT_SUFFIXES:
+            path.unlink()
 
 
 def extract_videos(sequences: Sequence[FlowSequence]) -> None:
