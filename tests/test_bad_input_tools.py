@@ -148,9 +148,12 @@ def test_folder_of_unknown_files_is_not_replaced(tmp_path, capsys):
     mine = tmp_path / "photos"
     mine.mkdir()
     (mine / "00000.jpg").write_bytes(b"my holiday")
+    (mine / "holiday.jpg").write_bytes(b"keep me")
     before = checksums(frames, mine)
     _refused(capsys, flow_main(["--frames", str(frames), "--out", str(mine)]), "no record of their input")
     assert checksums(frames, mine) == before
+    assert flow_main(["--frames", str(frames), "--out", str(mine), "--overwrite"]) == 0
+    assert (mine / "holiday.jpg").read_bytes() == b"keep me"  # replaced where names collide only
 
 
 # ---------------------------------------------------------------- utils.flow: checked before work

@@ -22,8 +22,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="parallel processes (dis/farneback), at least 1")
     parser.add_argument("--skip_existing", action="store_true", help="resume: keep flows already written")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an output folder that holds the flow of another input (its "
-                        ".jpg/.npy/.flo files are deleted first)")
+                        help="write into an output folder that holds the flow of another input (its "
+                        ".jpg/.npy/.flo files are deleted first) or files of unknown origin "
+                        "(replaced where names collide)")
     parser.add_argument("--save_raw", choices=("npy", "flo"), default=None,
                         help="also save raw flow into <flow_folder>_raw/")
     parser.add_argument("--raft_weights", default=None, help="local torchvision RAFT state_dict")

@@ -26,8 +26,9 @@ Before any flow is computed (:func:`prepare_outputs`): no output folder may be, 
 inside a folder of frames it reads (or the video); every output folder is locked against a second
 run (``utils.safety.output_lock``; leftover temporaries of a killed run are removed); an output
 folder that holds the flow of another input (``.fsnet-source.json``), or files of unknown origin
-that would be replaced, is refused unless ``overwrite`` (which then deletes that folder's
-``.jpg``/``.npy``/``.flo`` files first, so nothing of the other input survives); and every frame header is read (thread
+that would be replaced, is refused unless ``overwrite`` (which first deletes the ``.jpg``/``.npy``/``.flo`` files of
+a folder recorded as another input's flow, so none of it survives; files of unknown origin are
+only replaced where names collide); and every frame header is read (thread
 pool) with all unreadable, truncated or differently sized frames reported in one error.
 """
 from __future__ import annotations
@@ -369,8 +370,8 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
     with contextlib.ExitStack() as locks:
         for folder, source in owners.items():
             locks.enter_context(output_lock(folder, "utils.flow"))
-            if folder in foreign:  # --overwrite: no earlier output may survive beside the new ones
-                _remove_outputs(folder)
+            if folder in foreign and _recorded_source(folder) is not None:
+                _remove_outputs(folder)  # --overwrite of another input's flow: none of it survives
             save_json({"source": _source_text(folder, source), "tool": "utils.flow"},
                       folder / SOURCE_RECORD)
         yield
