@@ -455,3 +455,14 @@ def test_killed_flow_run_resumes_cleanly(tmp_path):
     for path in written:
         with Image.open(path) as image:
             image.load()
+
+
+@pytest.mark.parametrize("module", ["utils.flow.__main__", "utils.toy", "utils.davis_import",
+                                    "eval.davis16", "eval.vsod"])
+def test_help_names_the_program_and_every_flag(module):
+    import importlib
+
+    parser = importlib.import_module(module).get_args_parser()
+    assert parser.prog == "python -m " + module.replace(".__main__", "")
+    undocumented = [action.dest for action in parser._actions if not action.help]
+    assert undocumented == [] and "--debug" in parser.format_help()
