@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 from eval.common import format_listing
 from eval.sod.aggregate import DatasetScores, aggregate_dataset, aggregate_sequence
-from eval.sod.images import NOTE_TEXT, Note, VSODInputError
+from eval.sod.images import NOTE_TEXT, Note, VSODInputError, supported_mode
 from eval.sod.report import format_table, schema, write_csv, write_json
 from eval.sod.runner import run_sequences
 from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequenceJob, plan_dataset, resolve_datasets
@@ -51,13 +51,18 @@ def _note_messages(notes: list[Note]) -> list[str]:
 
 
 def check_files(jobs: Sequence[SequenceJob]) -> None:
-    """Read the header of every evaluated GT and prediction file (thread pool); all unreadable or
-    truncated files are reported in one :class:`VSODInputError`."""
-    paths = [folder / name for job in jobs for name in job.frames for folder in (job.gt_dir, job.pred_dir)]
-    _, problems = check_images(paths)
+    """Read the header of every evaluated GT and prediction file (thread pool); all unreadable,
+    truncated or undecodable (image mode) files are reported in one :class:`VSODInputError`."""
+    roles = {job.gt_dir / name: "gt" for job in jobs for name in job.frames}
+    roles.update({job.pred_dir / name: "pred" for job in jobs for name in job.frames})
+    headers, problems = check_images(list(roles))
+    problems += [f"{path}: unsupported image mode {header.mode!r}" for path, header in headers.items()
+                 if not supported_mode(header.mode, roles[path])]
     if problems:
-        raise VSODInputError(f"{len(problems)} unreadable or truncated file(s):" + format_listing(problems)
-                             + "\nFix: replace or remove them (predictions: re-run inference).")
+        raise VSODInputError(f"{len(problems)} unusable file(s) (unreadable, truncated or of an "
+                             "unsupported image mode):" + format_listing(problems)
+                             + "\nFix: replace or remove them (save masks as 8-bit grey PNG; "
+                             "predictions: re-run inference).")
 
 
 def evaluate_datasets(pred_root: str | Path, gt_root: str | Path, datasets: Sequence[str] | None = None, *,

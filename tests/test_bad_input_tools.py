@@ -371,9 +371,11 @@ def test_vsod_every_unreadable_file_in_one_message(tmp_path, capsys):
     (gt / "Set" / "seq" / "GT" / "00001.png").write_bytes(b"")
     data = (pred / "Set" / "seq" / "00003.png").read_bytes()
     (pred / "Set" / "seq" / "00003.png").write_bytes(data[:40])
+    Image.fromarray(_mask()).convert("F").save(pred / "Set" / "seq" / "00002.tiff")
+    (pred / "Set" / "seq" / "00002.tiff").rename(pred / "Set" / "seq" / "00002.png")  # a float TIFF
     before = checksums(pred, gt)
     _refused(capsys, vsod_main(["--pred", str(pred), "--gt", str(gt), "--no_progress"]),
-             "2 unreadable or truncated", "GT/00001.png", "seq/00003.png")
+             "3 unusable file(s)", "GT/00001.png", "seq/00003.png", "seq/00002.png: unsupported image mode 'F'")
     assert checksums(pred, gt) == before
 
 

@@ -51,6 +51,12 @@ NOTE_TEXT = {
 
 
 SHARED_READER_GT_MODES = ("P", "PA", "LA", "RGBA")  # GT modes read with utils.io.mask_to_gray
+MATLAB_MODES = ("1", "P", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def supported_mode(mode: str, role: str) -> bool:
+    """Whether a GT (``role`` "gt") or prediction ("pred") of this PIL mode can be decoded."""
+    return mode in MATLAB_MODES or (role == "gt" and mode in SHARED_READER_GT_MODES)
 
 
 class VSODInputError(UserError, ValueError):
