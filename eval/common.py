@@ -7,10 +7,14 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
+from utils.cli import UserError
 from utils.data.images import listing
 from utils.io import write_text
+from utils.safety import check_file_writable, check_outputs_apart
+
+PathLike = Union[str, Path]
 
 MAX_LISTED = 10  # entries named in an error or warning before "... and N more"
 
@@ -33,7 +37,23 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return buffer.getvalue()
 
 
-def write_report(path: Union[str, Path], text: str) -> None:
+def check_report_files(inputs: Mapping[str, Optional[PathLike]],
+                       reports: Mapping[str, Optional[PathLike]]) -> None:
+    """Before any work: every report file (flag -> path; None = not asked for) lies apart from
+    every input (real paths), names its own file, and can be written (a temporary file is tried)."""
+    check_outputs_apart(inputs, reports)
+    owners: dict[Path, str] = {}
+    for what, path in reports.items():
+        if path is None:
+            continue
+        if Path(path) in owners:
+            raise UserError(f"{owners[Path(path)]} and {what} both name {path}",
+                            "give each report its own file name")
+        owners[Path(path)] = what
+        check_file_writable(path, f"{what} report")
+
+
+def write_report(path: PathLike, text: str) -> None:
     """Write a report atomically; an OS error (disk full, read-only ...) names ``path``, so the
     one-line error of ``utils.cli.run_guarded`` says which file could not be written."""
     try:

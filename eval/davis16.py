@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.safety import check_file_writable, check_outputs_apart
-from eval.common import write_report
+from eval.common import check_report_files, write_report
 from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequences, pred_sequences
 from eval.davis.report import sequence_tables, summary_table, to_csv, to_json
 from eval.davis.runner import METRICS, score_sequences, summarise
@@ -112,13 +111,7 @@ class Davis16Result:
 
 def check_report_paths(config: Davis16Config) -> None:
     """Before any work: the report files are apart from the inputs, distinct and writable."""
-    outputs = {"--json": config.json, "--csv": config.csv}
-    check_outputs_apart({"--pred": config.pred, "--gt": config.gt}, outputs)
-    if config.json is not None and config.csv is not None and Path(config.json) == Path(config.csv):
-        raise DavisInputError(f"--json and --csv both name {config.json}; give two file names.")
-    for what, path in outputs.items():
-        if path is not None:
-            check_file_writable(path, f"{what} report")
+    check_report_files({"--pred": config.pred, "--gt": config.gt}, {"--json": config.json, "--csv": config.csv})
 
 
 def run(config: Davis16Config) -> Davis16Result:

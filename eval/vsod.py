@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from eval.common import format_listing
+from eval.common import check_report_files, format_listing
 from eval.sod.aggregate import DatasetScores, aggregate_dataset, aggregate_sequence
 from eval.sod.images import NOTE_TEXT, Note, VSODInputError, supported_mode
 from eval.sod.report import format_table, schema, write_csv, write_json
@@ -31,7 +31,7 @@ from eval.sod.runner import run_sequences
 from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequenceJob, plan_dataset, resolve_datasets
 from utils.cli import make_parser, progress as progress_bar, run_guarded
 from utils.data.images import check_images
-from utils.safety import check_file_writable, check_outputs_apart, check_writable
+from utils.safety import check_outputs_apart, check_writable
 
 LOG = logging.getLogger("eval.vsod")
 _MAX_NAMED = 5
@@ -136,18 +136,14 @@ class VsodResult:
 
 
 def check_report_paths(config: VsodConfig) -> None:
-    """Before any work: every report path apart from the inputs and distinct; matplotlib present
-    for --plot; every report path writable."""
-    outputs = {"--json": config.json, "--csv": config.csv, "--plot": config.plot}
-    check_outputs_apart({"--pred": config.pred, "--gt": config.gt}, outputs)
-    if config.json is not None and config.csv is not None and Path(config.json) == Path(config.csv):
-        raise VSODInputError(f"--json and --csv both name {config.json}; give two file names")
+    """Before any work: every report path apart from the inputs, distinct and writable;
+    matplotlib present for --plot."""
+    inputs = {"--pred": config.pred, "--gt": config.gt}
+    check_outputs_apart(inputs, {"--plot": config.plot})
     if config.plot is not None:
         from eval.sod.plot import require_matplotlib
         require_matplotlib()
-    for what, path in (("--json", config.json), ("--csv", config.csv)):
-        if path is not None:
-            check_file_writable(path, f"{what} report")
+    check_report_files(inputs, {"--json": config.json, "--csv": config.csv})
     if config.plot is not None:
         check_writable(config.plot, "--plot folder")
 

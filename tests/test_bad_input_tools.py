@@ -468,3 +468,14 @@ def test_help_names_the_program_and_every_flag(module):
     assert parser.prog == "python -m " + module.replace(".__main__", "")
     undocumented = [action.dest for action in parser._actions if not action.help]
     assert undocumented == [] and "--debug" in parser.format_help()
+
+
+def test_two_reports_on_one_file_are_refused(tmp_path, capsys):
+    pred, gt = _davis(tmp_path)
+    report = str(tmp_path / "r.txt")
+    _refused(capsys, davis_main(["--pred", str(pred), "--gt", str(gt), "--json", report, "--csv", report,
+                                 "--no_progress"]), "both name")
+    vpred, vgt = _vsod(tmp_path / "v")
+    _refused(capsys, vsod_main(["--pred", str(vpred), "--gt", str(vgt), "--json", report, "--csv", report,
+                                "--no_progress"]), "both name")
+    assert not Path(report).exists()
