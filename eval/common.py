@@ -1,12 +1,20 @@
 """Small helpers shared by the DAVIS-2016 (eval/davis) and V-SOD (eval/sod) evaluators.
 
-Like the rest of eval/, this imports nothing from lib/ or utils/.
+Like the rest of eval/, this imports nothing from lib/ and only torch-free modules of utils/.
 """
 from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+from utils.cli import UserError
+from utils.data.images import listing
+from utils.io import write_text
+from utils.safety import check_file_writable, check_outputs_apart
+
+PathLike = Union[str, Path]
 
 MAX_LISTED = 10  # entries named in an error or warning before "... and N more"
 
@@ -14,9 +22,7 @@ MAX_LISTED = 10  # entries named in an error or warning before "... and N more"
 def format_listing(items: Sequence[object]) -> str:
     """The first MAX_LISTED ``items`` one per indented line (each line starts with a newline),
     then how many more there are; appended to error and warning messages that name files."""
-    shown = "\n  ".join(str(item) for item in items[:MAX_LISTED])
-    more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
-    return f"\n  {shown}{more}"
+    return listing(items, MAX_LISTED)
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -29,3 +35,30 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
         writer.writerow(["" if cell is None else cell if isinstance(cell, str) else repr(cell)
                          for cell in row])
     return buffer.getvalue()
+
+
+def check_report_files(inputs: Mapping[str, Optional[PathLike]],
+                       reports: Mapping[str, Optional[PathLike]]) -> None:
+    """Before any work: every report file (flag -> path; None = not asked for) lies apart from
+    every input (real paths), names its own file, and can be written (a temporary file is tried)."""
+    check_outputs_apart(inputs, reports)
+    owners: dict[Path, str] = {}
+    for what, path in reports.items():
+        if path is None:
+            continue
+        if Path(path) in owners:
+            raise UserError(f"{owners[Path(path)]} and {what} both name {path}",
+                            "give each report its own file name")
+        owners[Path(path)] = what
+        check_file_writable(path, f"{what} report")
+
+
+def write_report(path: PathLike, text: str) -> None:
+    """Write a report atomically; an OS error (disk full, read-only ...) names ``path``, so the
+    one-line error of ``utils.cli.run_guarded`` says which file could not be written."""
+    try:
+        write_text(path, text)
+    except OSError as error:
+        if not error.filename:
+            error.filename = str(path)
+        raise

@@ -2,6 +2,10 @@
 
     python -m eval.davis16 --pred results/DAVIS16 --gt dataset/DAVIS16 --set val --json out.json
 
+Before any scoring, the report paths (--json/--csv) are checked: none may be, contain or lie in
+--pred or --gt, and their folders must be writable; then every sequence is listed and every
+header read, with all problems in one error.
+
 Scores frames 1 .. N-2 of every sequence (first and last excluded), T on consecutive predicted
 pairs inside them and only on the sequences the toolbox marks stable, then averages the
 per-sequence statistics over sequences. See eval/davis/ for the measures and
@@ -10,11 +14,13 @@ docs/evaluation-davis16.md for the specification.
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence
 
-from utils.io import write_text
-from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequence, pred_sequences
+from utils.cli import make_parser, run_guarded
+from eval.common import check_report_files, write_report
+from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequences, pred_sequences
 from eval.davis.report import sequence_tables, summary_table, to_csv, to_json
 from eval.davis.runner import METRICS, score_sequences, summarise
 from eval.davis.sequences import SETS, UNSTABLE_SEQUENCES
@@ -56,12 +62,14 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, seqs: list[str] | None = 
     if unknown_metrics or not metrics:
         raise DavisInputError(f"Unknown metric(s) {unknown_metrics}; choose from J, F, T.")
     metrics = tuple(m for m in METRICS if m in metrics)
+    if int(workers) < 1:
+        raise DavisInputError(f"--workers must be at least 1, got {workers}.")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise DavisInputError(f"Prediction folder {pred_dir} does not exist (--pred).")
     gt_seqs = gt_sequences(gt_dir, gt_layout)
     names = _choose_sequences(pred_dir, gt_seqs, seqs, subset)
-    jobs = [plan_sequence(name, gt_seqs[name], pred_dir, allow_missing) for name in names]
+    jobs = plan_sequences(names, gt_seqs, pred_dir, allow_missing)
     t_sequences = {n for n in names if t_all or n not in UNSTABLE_SEQUENCES}
     per_frame = score_sequences(jobs, metrics, threshold, t_sequences, workers, progress)
     report = summarise(jobs, per_frame, metrics, t_sequences)
@@ -72,6 +80,53 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, seqs: list[str] | None = 
         "missing_predictions": {job.name: job.missing for job in jobs if job.missing},
     }
     return report
+
+
+@dataclass
+class Davis16Config:
+    """Everything one evaluation run needs (the command-line options as typed fields)."""
+
+    pred: Path
+    gt: Path
+    seqs: Optional[list[str]] = None
+    subset: Optional[str] = None
+    metrics: tuple[str, ...] = METRICS
+    threshold: Optional[float] = None
+    workers: int = 1
+    gt_layout: str = "auto"
+    allow_missing: bool = False
+    t_all: bool = False
+    progress: bool = False
+    json: Optional[Path] = None
+    csv: Optional[Path] = None
+
+
+@dataclass
+class Davis16Result:
+    """The report of :func:`evaluate` and the report files written."""
+
+    report: dict
+    written: list[Path] = field(default_factory=list)
+
+
+def check_report_paths(config: Davis16Config) -> None:
+    """Before any work: the report files are apart from the inputs, distinct and writable."""
+    check_report_files({"--pred": config.pred, "--gt": config.gt}, {"--json": config.json, "--csv": config.csv})
+
+
+def run(config: Davis16Config) -> Davis16Result:
+    """Check the report paths, evaluate, and write the requested reports."""
+    check_report_paths(config)
+    report = evaluate(config.pred, config.gt, seqs=config.seqs, subset=config.subset,
+                      metrics=config.metrics, threshold=config.threshold, workers=config.workers,
+                      gt_layout=config.gt_layout, allow_missing=config.allow_missing,
+                      t_all=config.t_all, progress=config.progress)
+    result = Davis16Result(report)
+    for path, text in ((config.json, to_json), (config.csv, to_csv)):
+        if path is not None:
+            write_report(path, text(report))
+            result.written.append(Path(path))
+    return result
 
 
 def _threshold(text: str) -> float | None:
@@ -86,58 +141,57 @@ def _threshold(text: str) -> float | None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python -m eval.davis16``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.davis16", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pred", required=True, help="predictions: <pred>/<seq>/<frame>.png")
-    parser.add_argument("--gt", required=True, help="GT: DAVIS-2016 root (Annotations/480p/), "
+    parser = make_parser("python -m eval.davis16", __doc__)
+    parser.add_argument("--pred", required=True, type=Path, help="predictions: <pred>/<seq>/<frame>.png")
+    parser.add_argument("--gt", required=True, type=Path, help="GT: DAVIS-2016 root (Annotations/480p/), "
                         "FSNet test layout (<seq>/GT/) or a folder of <seq>/*.png")
-    parser.add_argument("--gt_layout", default="auto", choices=GT_LAYOUTS)
+    parser.add_argument("--gt_layout", default="auto", choices=GT_LAYOUTS,
+                        help="GT layout (auto: detected from the folder)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--seqs", type=lambda s: [x for x in s.split(",") if x],
                        help="comma-separated sequences (default: every folder under --pred)")
     group.add_argument("--set", dest="subset", choices=sorted(SETS),
                        help="an official DAVIS-2016 subset (val: the 20 sequences)")
     parser.add_argument("--metrics", default="J,F,T", type=lambda s: tuple(s.split(",")),
-                        help="subset of J,F,T (default all)")
+                        help="subset of J,F,T")
     parser.add_argument("--threshold", default="matlab", type=_threshold,
-                        help="non-binary predictions: 'matlab' (value > round(max/2), default) "
+                        help="non-binary predictions: 'matlab' (value > round(max/2)) "
                         "or a fraction t of the largest value (value > t*255 for 8-bit PNGs); binary PNGs "
                         "are always > 0")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+                        help="processes, at least 1")
     parser.add_argument("--allow_missing", action="store_true",
                         help="score missing prediction frames as empty masks (listed)")
     parser.add_argument("--t_all", action="store_true",
                         help="compute T on every sequence, also the ones the MATLAB toolbox "
                         "excludes as unstable")
-    parser.add_argument("--json", help="write the full report (per frame) as JSON")
-    parser.add_argument("--csv", help="write per-sequence statistics as CSV")
+    parser.add_argument("--json", type=Path, help="write the full report (per frame) as JSON")
+    parser.add_argument("--csv", type=Path, help="write per-sequence statistics as CSV")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on unusable input)."""
-    args = get_args_parser().parse_args(argv)
-    try:
-        report = evaluate(args.pred, args.gt, seqs=args.seqs, subset=args.subset,
-                          metrics=args.metrics, threshold=args.threshold, workers=args.workers,
-                          gt_layout=args.gt_layout, allow_missing=args.allow_missing,
-                          t_all=args.t_all, progress=not args.no_progress)
-    except DavisInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def config_from_args(args: argparse.Namespace) -> Davis16Config:
+    """The typed configuration of parsed command-line options."""
+    return Davis16Config(args.pred, args.gt, args.seqs, args.subset, args.metrics, args.threshold,
+                         args.workers, args.gt_layout, args.allow_missing, args.t_all,
+                         not args.no_progress, args.json, args.csv)
+
+
+def _print_result(result: Davis16Result) -> None:
+    report = result.report
     print(sequence_tables(report))
     print()
     print(summary_table(report))
     for name, frames in report["meta"]["missing_predictions"].items():
         print(f"missing predictions scored as empty in {name}: {', '.join(frames)}")
-    if args.json:
-        write_text(args.json, to_json(report))
-    if args.csv:
-        write_text(args.csv, to_csv(report))
-    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point; returns the exit status (2 on unusable input)."""
+    args = get_args_parser().parse_args(argv)
+    return run_guarded(lambda: _print_result(run(config_from_args(args))), args.debug)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -13,7 +13,7 @@ from torchvision import transforms
 from utils.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDataset, read_mask
 from utils.data.davis_import import import_davis
 from utils.flow.color import flow_from_color, flow_to_color
-from utils.data.images import read_mask_official
+from utils.data.images import check_images, image_header, read_mask_official
 
 H, W, S = 24, 32, 16
 
@@ -271,7 +271,7 @@ def test_davis_import_builds_layouts_with_flow(tmp_path):
     summary = import_davis(davis, root, progress=False)
     assert summary["train"]["frames"] == 3 and summary["val"]["frames"] == 3
     assert (root / "TrainSet_Video" / "Imgs" / "bear_00000.jpg").is_symlink()
-    assert sorted(p.name for p in (root / "TrainSet_Video" / "Flow").iterdir()) == ["bear_00000.jpg", "bear_00001.jpg"]
+    assert sorted(p.name for p in (root / "TrainSet_Video" / "Flow").glob("*.jpg")) == ["bear_00000.jpg", "bear_00001.jpg"]
     assert len(TrainDataset(root, "finetune", trainsize=S)) == 2
     assert len(TrainDataset(root, "pretrain_rgb", trainsize=S)) == 3
     test = TestDataset(root / "TestSet" / "DAVIS", testsize=S)
@@ -281,3 +281,21 @@ def test_davis_import_builds_layouts_with_flow(tmp_path):
     _write(root / "TestSet" / "DAVIS" / "car-shadow" / "GT" / "00000.png", _mask(5))
     with pytest.raises(FileExistsError, match="00000.png"):
         import_davis(davis, root, flow=False, progress=False)
+
+
+# ---------------------------------------------------------------- header check before work
+
+def test_header_check_finds_truncated_files_and_size_mismatches(tmp_path):
+    jpeg = _write(tmp_path / "a.jpg", _rgb(0))
+    png = _write(tmp_path / "a.png", _mask(0))
+    other = _write(tmp_path / "b.png", np.zeros((H + 1, W), np.uint8))
+    assert image_header(jpeg)[:2] == image_header(png)[:2] == (W, H) and image_header(png).mode == "L"
+    headers, problems = check_images([jpeg, png, other], [[jpeg, png], [png, other]])
+    assert set(headers) == {jpeg, png, other} and len(problems) == 1 and "b.png" in problems[0]
+    for path in (jpeg, png):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 20])  # the header still opens; the end marker is gone
+    (tmp_path / "empty.png").write_bytes(b"")
+    headers, problems = check_images([jpeg, png, tmp_path / "empty.png", other])
+    assert list(headers) == [other] and len(problems) == 3
+    assert all("Cannot read image" in p for p in problems) and any("truncated JPEG" in p for p in problems)

@@ -98,7 +98,7 @@ def test_folder_last_frame_policies_and_raw(tmp_path):
     frames = _frames(tmp_path / "seq" / "Frame")
     skip = generate_flow(frames, progress=False, save_raw="npy")
     out = tmp_path / "seq" / "OF_FlowNet2"
-    assert sorted(p.name for p in out.iterdir()) == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["00000.jpg", "00001.jpg", "00002.jpg"]
     assert skip["no_flow"] == [str(frames / "00003.jpg")]
     raw = np.load(tmp_path / "seq" / "OF_FlowNet2_raw" / "00001.npy")
     assert raw.shape == (H, W, 2) and abs(np.median(raw[..., 0]) - 2) < 0.5
@@ -133,7 +133,7 @@ def test_trees_workers_and_cli(tmp_path):
             save_image(np.zeros((H, W), np.uint8), video / "ground-truth" / f"{seq}_{t:05d}.png")
     summary = generate_flow(tmp_path, workers=2, progress=False)
     assert summary["sequences"] == 4 and summary["written"] == 8
-    assert sorted(p.name for p in (video / "Flow").iterdir()) == [
+    assert sorted(p.name for p in (video / "Flow").glob("*.jpg")) == [
         "cat_a_00000.jpg", "cat_a_00001.jpg", "dog_00000.jpg", "dog_00001.jpg"]
     parallel = (test_root / "s1" / "OF_FlowNet2" / "00000.jpg").read_bytes()
     assert main(["--frames", str(test_root), "--flow_folder", "OF_DIS"]) == 0

@@ -19,7 +19,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHODS, default="dis", help="flow algorithm")
     parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
                         help="flow of the last frame (see python -m utils.flow)")
-    parser.add_argument("--workers", type=int, default=1, help="flow worker processes")
+    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+                        help="flow worker processes, at least 1")
     parser.add_argument("--raft_weights", default=None, help="local RAFT state_dict for --method raft")
     parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large", help="RAFT variant")
     return parser

@@ -7,8 +7,14 @@ Ground-truth layouts (``--gt``):
 * ``plain``: ``<gt>/<seq>/*.png`` (a folder of sequences).
 
 Predictions are ``<pred>/<seq>/<frame>.png`` with the GT frame names (the tree inference.py
-writes). Every problem is collected and reported in one :class:`DavisInputError` that names the
-files and the fix; nothing is skipped silently. Inputs are only read.
+writes). Before any scoring, every sequence is listed and every GT and scored prediction header is
+read (thread pool, :func:`utils.data.images.check_images`); the problems of all sequences are
+collected and reported in one :class:`DavisInputError` that names the files and the fix; nothing
+is skipped silently. Inputs are only read.
+
+GT masks are read with the shared mask reader (:func:`utils.io.mask_to_gray`: palette index > 0,
+RGBA/LA composited over black, 1-bit, 16-bit scaled, grey as is), then must be binary
+(docs/deviations.md D53).
 """
 from __future__ import annotations
 
@@ -21,8 +27,9 @@ import numpy as np
 from PIL import Image
 
 from eval.common import format_listing
-from utils.cli import UserError
-from utils.io import natural_key
+from utils.cli import BadInputError, UserError
+from utils.data.images import ImageHeader, check_images
+from utils.io import mask_to_gray, natural_key, open_image
 
 GT_LAYOUTS = ("auto", "davis", "fsnet", "plain")
 
@@ -112,19 +119,9 @@ def pred_sequences(pred_root: Path) -> list[str]:
     return sorted(p.name for p in _sequence_dirs(pred_root, "--pred"))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except Exception as error:  # PIL raises several unrelated exception types
-        raise DavisInputError(f"Cannot read {path}: {error}. Re-save it as a PNG.") from error
-
-
-def plan_sequence(name: str, gt_dir: Path, pred_root: Path, allow_missing: bool) -> SequenceJob:
-    """Check one sequence's files (names, count, sizes) and return its job.
-
-    Only the scored frames (1 .. N-2) need a prediction; extra prediction files are ignored.
-    """
+def _list_sequence(name: str, gt_dir: Path, pred_root: Path, allow_missing: bool
+                   ) -> tuple[list[Path], dict[str, Path], Path]:
+    """(GT PNGs, available predictions by stem, prediction folder) of one sequence."""
     gt_paths = list_pngs(gt_dir)
     if len(gt_paths) < 3:
         raise DavisInputError(
@@ -139,12 +136,51 @@ def plan_sequence(name: str, gt_dir: Path, pred_root: Path, allow_missing: bool)
         raise DavisInputError(
             f"No prediction folder {pred_dir} for sequence {name!r}. Run inference for it, "
             "choose sequences with --seqs, or pass --allow_missing to score it as empty.")
-    gt_sizes = [_image_size(gt_path) for gt_path in gt_paths]
-    size = gt_sizes[0]
+    return gt_paths, available, pred_dir
+
+
+def plan_sequences(names: list[str], gt_seqs: dict[str, Path], pred_root: Path,
+                   allow_missing: bool) -> list[SequenceJob]:
+    """Check every sequence's files (names, count, readable headers, sizes) and return the jobs;
+    the problems of all sequences are reported together in one :class:`DavisInputError`."""
+    listed, problems = {}, []
+    for name in names:
+        try:
+            listed[name] = _list_sequence(name, gt_seqs[name], pred_root, allow_missing)
+        except DavisInputError as error:
+            problems.append(str(error))
+    wanted = [path for gt_paths, available, _ in listed.values()
+              for path in gt_paths + [available[p.stem] for p in gt_paths[1:-1] if p.stem in available]]
+    sizes, unreadable = check_images(wanted)
+    if unreadable:
+        problems.append(_listing(unreadable, "Unreadable or truncated PNGs") + "\nRe-save them as PNG.")
+    jobs = []
+    for name, (gt_paths, available, pred_dir) in listed.items():
+        try:
+            jobs.append(plan_sequence(name, gt_paths, available, pred_dir, sizes, allow_missing))
+        except DavisInputError as error:
+            problems.append(str(error))
+    if problems:
+        raise DavisInputError("\n".join(problems))
+    return jobs
+
+
+def plan_sequence(name: str, gt_paths: list[Path], available: dict[str, Path], pred_dir: Path,
+                  sizes: dict[Path, ImageHeader], allow_missing: bool) -> SequenceJob:
+    """One sequence's job from its listed files and their ``sizes`` (headers: size and mode).
+
+    Predictions must be single-channel (checked from the header, before any scoring). Only the scored frames (1 .. N-2) need a prediction; extra prediction files are ignored;
+    files missing from ``sizes`` (unreadable, reported by the caller) are not compared.
+    """
+    def size_of(path: Path) -> tuple[int, int] | None:
+        return (sizes[path].height, sizes[path].width) if path in sizes else None
+
+    size = size_of(gt_paths[0]) or (0, 0)
     pred_paths: list[Path | None] = [None] * len(gt_paths)
-    missing, wrong_size = [], []
-    for index, (gt_path, gt_size) in enumerate(zip(gt_paths, gt_sizes)):
-        if gt_size != size:
+    missing, wrong_size, multi_channel = [], [], []
+    for index, gt_path in enumerate(gt_paths):
+        gt_size = size_of(gt_path)
+        if gt_size is not None and gt_size != size:
             wrong_size.append(f"{gt_path}: {gt_size} vs {size} of {gt_paths[0]}")
         if not 1 <= index <= len(gt_paths) - 2:
             continue
@@ -152,26 +188,37 @@ def plan_sequence(name: str, gt_dir: Path, pred_root: Path, allow_missing: bool)
         if pred is None:
             missing.append(pred_dir / (gt_path.stem + ".png"))
             continue
-        pred_size = _image_size(pred)
-        if pred_size != size:
+        bands = Image.getmodebands(sizes[pred].mode) if pred in sizes else 1
+        if bands != 1:
+            multi_channel.append(f"{pred}: {bands} channels (mode {sizes[pred].mode})")
+        pred_size = size_of(pred)
+        if pred_size is not None and pred_size != size:
             wrong_size.append(f"{pred}: {pred_size[0]}x{pred_size[1]} but GT {gt_path} is "
                               f"{size[0]}x{size[1]}")
         pred_paths[index] = pred
     if wrong_size:
         raise DavisInputError(_listing(wrong_size, f"Sequence {name!r}: size mismatch")
                               + "\nPredictions must have the GT size (no resizing is done).")
+    if multi_channel:
+        raise DavisInputError(_listing(multi_channel, f"Sequence {name!r}: multi-channel predictions")
+                              + "\nMasks must be single-channel (grey or palette) PNGs, as in the "
+                              "MATLAB toolbox: save them in mode 'L'.")
     if missing and not allow_missing:
         raise DavisInputError(_listing(missing, f"Sequence {name!r}: missing predictions")
                               + "\nWrite them, or pass --allow_missing to score them as empty.")
     return SequenceJob(name, gt_paths, pred_paths, size, [p.stem for p in missing])
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _open(path: Path) -> Image.Image:
+    """The decoded image (``utils.io.open_image``); DavisInputError naming it if unreadable."""
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image)
-    except Exception as error:  # PIL raises several unrelated exception types
-        raise DavisInputError(f"Cannot read {path}: {error}. Re-save it as a PNG.") from error
+        return open_image(path)
+    except BadInputError as error:
+        raise DavisInputError(error.what, error.fix) from error
+
+
+def _read_array(path: Path) -> np.ndarray:
+    array = np.asarray(_open(path))
     if array.ndim != 2:
         raise DavisInputError(
             f"{path} has {array.shape[2]} channels; masks must be single-channel (grey or "
@@ -188,8 +235,9 @@ def _is_binary(array: np.ndarray) -> bool:
 
 
 def read_gt(path: Path) -> np.ndarray:
-    """GT mask as bool: foreground = value > 0; the PNG must be binary ({0,255} or {0,1})."""
-    array = _read_array(path)
+    """GT mask as bool: the shared mask reader's grey (``utils.io.mask_to_gray``) > 0; that grey
+    must be binary ({0,255} or {0,1})."""
+    array = mask_to_gray(_open(path), path)
     if not _is_binary(array):
         values = np.unique(array)[:8].tolist()
         raise DavisInputError(f"GT {path} is not binary (values {values} ...); DAVIS-2016 GT "

@@ -11,7 +11,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
+
+from utils.cli import progress as progress_bar
 
 from .boundary import f_measure
 from .io import SequenceJob, read_gt, read_prediction
@@ -69,7 +70,7 @@ def score_sequences(jobs: list[SequenceJob], metrics: tuple[str, ...], threshold
                                                  "T" in metrics and job.name in t_sequences)]
     results: dict[int, dict[str, list[float]]] = {}
     total = sum(c.hi - c.lo for c in chunks)
-    with tqdm(total=total, unit="frame", desc="DAVIS-2016", disable=not progress) as bar:
+    with progress_bar(total=total, unit="frame", desc="DAVIS-2016", enabled=progress) as bar:
         if workers <= 1:
             for index, chunk in enumerate(chunks):
                 results[index] = score_chunk(chunk)

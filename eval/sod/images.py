@@ -2,6 +2,11 @@
 
 GT (``main_VSOD.m`` lines 63-68): a 1-bit image is used as is; an RGB image goes through
 ``rgb2gray`` (rounded back to its integer class); then channel 1 is binarised with ``> 128``.
+Palette and transparent GT masks (``P``/``PA``/``LA``/``RGBA``) are instead read with the shared
+mask reader of the training loader and ``eval.davis16`` (:func:`utils.io.mask_to_gray`: palette
+index > 0; transparent pixels composited over black, then luminance), then ``> 128``; MATLAB
+would score palette *indices* (index > 128: the object vanishes) and ignore the alpha mask
+(docs/deviations.md D52).
 Prediction (lines 72-83): resized to the GT size with ``imresize`` if needed (here in memory only,
 never written back), channel 1 only, ``im2double`` (uint8 / 255, uint16 / 65535, logical 0/1),
 then ``mapminmax(x, 0, 1)`` over all pixels.
@@ -21,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from eval.sod.resize import imresize_bicubic
-from utils.cli import UserError
+from utils.cli import BadInputError, UserError
+from utils.io import mask_to_gray, open_image
 
 # MATLAB rgb2gray: first row of inv([1 0.956 0.621; 1 -0.272 -0.647; 1 -1.106 1.703]).
 RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
@@ -29,7 +35,10 @@ RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 NOTE_TEXT = {
     "rgb_gt": "RGB GT mask: converted with MATLAB rgb2gray, then > 128",
     "high_bit_gt": "16-bit GT mask: binarised with > 128 on the 16-bit scale, as MATLAB does",
-    "palette_gt": "palette GT mask: MATLAB reads palette indices, foreground = index > 128",
+    "palette_gt": "palette GT mask: foreground = palette index > 0 (the shared mask reader; "
+                  "MATLAB would use index > 128)",
+    "alpha_gt": "GT mask with transparency: composited over black (transparent = background), "
+                "then > 128 (the shared mask reader; MATLAB would ignore the alpha channel)",
     "rgb_pred": "RGB prediction: only channel 1 (red) is scored, as main_VSOD.m does",
     "high_bit_pred": "16-bit prediction: scaled by 1/65535 (im2double)",
     "palette_pred": "palette prediction: palette indices are scored as grey levels",
@@ -39,6 +48,15 @@ NOTE_TEXT = {
                  "column, so S_region.m has an empty block); main_VSOD.m carries it into the "
                  "sequence and dataset numbers",
 }
+
+
+SHARED_READER_GT_MODES = ("P", "PA", "LA", "RGBA")  # GT modes read with utils.io.mask_to_gray
+MATLAB_MODES = ("1", "P", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def supported_mode(mode: str, role: str) -> bool:
+    """Whether a GT (``role`` "gt") or prediction ("pred") of this PIL mode can be decoded."""
+    return mode in MATLAB_MODES or (role == "gt" and mode in SHARED_READER_GT_MODES)
 
 
 class VSODInputError(UserError, ValueError):
@@ -66,18 +84,16 @@ class Prediction:
 
 
 def _load(path: Path) -> Image.Image:
-    """Open and decode ``path`` fully; VSODInputError naming it if unreadable."""
+    """Open and decode ``path`` fully (``utils.io.open_image``); VSODInputError naming it if unreadable."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError) as exc:
-        raise VSODInputError(f"cannot read image {path}: {exc}. Replace or remove the file.") from exc
+        return open_image(path)
+    except BadInputError as exc:
+        raise VSODInputError(exc.what, exc.fix) from exc
 
 
-def _matlab_array(path: Path, role: str) -> tuple[np.ndarray, list[str]]:
+def _matlab_array(path: Path, role: str, image: Image.Image | None = None) -> tuple[np.ndarray, list[str]]:
     """The array MATLAB's imread returns (bool, uint8 or uint16; 2-D or H x W x 3) and note kinds."""
-    image = _load(path)
+    image = _load(path) if image is None else image
     mode = image.mode
     notes: list[str] = []
     if mode == "1":
@@ -107,8 +123,13 @@ def _rgb2gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def read_gt(path: Path) -> tuple[np.ndarray, list[Note]]:
-    """GT mask as a bool (H, W) array with main_VSOD.m's rules, plus notes naming the file."""
-    array, kinds = _matlab_array(path, "gt")
+    """GT mask as a bool (H, W) array with main_VSOD.m's rules (palette / transparent masks:
+    the shared mask reader, see the module docstring), plus notes naming the file."""
+    image = _load(path)
+    if image.mode in SHARED_READER_GT_MODES:
+        kind = "palette_gt" if image.mode in ("P", "PA") else "alpha_gt"
+        return mask_to_gray(image, path) > 128, [Note(kind, str(path))]
+    array, kinds = _matlab_array(path, "gt", image)
     if array.dtype != bool:
         if array.ndim == 3:
             array = _rgb2gray(array)

@@ -8,18 +8,24 @@ from types import ModuleType
 
 from eval.sod.aggregate import DatasetScores
 from eval.sod.metrics import THRESHOLDS
+from utils.cli import UserError
 from utils.io import atomic_write_bytes
 
 MISSING_MATPLOTLIB = ("--plot needs matplotlib, an optional extra: pip install matplotlib "
                       "(listed in requirements-extra.txt)")
 
 
+class MissingDependencyError(UserError, ImportError):
+    """An optional package a requested feature needs is not installed."""
+
+
 def require_matplotlib() -> ModuleType:
-    """Return ``matplotlib.pyplot`` with the Agg backend; ImportError with an install hint if absent."""
+    """Return ``matplotlib.pyplot`` with the Agg backend; an ImportError (a UserError) with an
+    install hint if absent."""
     try:
         matplotlib = importlib.import_module("matplotlib")
     except ImportError as exc:
-        raise ImportError(MISSING_MATPLOTLIB) from exc
+        raise MissingDependencyError(MISSING_MATPLOTLIB) from exc
     matplotlib.use("Agg")
     return importlib.import_module("matplotlib.pyplot")
 

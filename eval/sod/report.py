@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from utils.io import write_text
-from eval.common import csv_text
+from eval.common import csv_text, write_report
 from eval.sod.aggregate import DatasetScores
 
 # Paper order first (FSNet Table: S, max-E, max-F, MAE), then the other main_VSOD.m numbers.
@@ -37,11 +36,11 @@ def format_table(results: dict[str, DatasetScores], digits: int = 3) -> str:
 
 def write_json(results: dict[str, DatasetScores], path: Path) -> None:
     """Write the schema document as indented JSON."""
-    write_text(path, json.dumps(schema(results), indent=2) + "\n")
+    write_report(path, json.dumps(schema(results), indent=2) + "\n")
 
 
 def write_csv(results: dict[str, DatasetScores], path: Path) -> None:
     """One row per dataset: ``dataset`` then COLUMNS at full precision (empty cell for NaN)."""
     summaries = {name: scores.summary() for name, scores in results.items()}
     rows = ([name] + [summary[k] for k in COLUMNS] for name, summary in summaries.items())
-    write_text(path, csv_text(("dataset",) + COLUMNS, rows))
+    write_report(path, csv_text(("dataset",) + COLUMNS, rows))

@@ -80,7 +80,7 @@ def plan_dataset(pred_root: Path, gt_root: Path, dataset: str, short_sequences: 
     NaN for every number of the dataset), "exclude" leaves it out with a warning.
     """
     if short_sequences not in SHORT_SEQUENCE_POLICIES:
-        raise ValueError(f"short_sequences must be one of {SHORT_SEQUENCE_POLICIES}, got {short_sequences!r}")
+        raise VSODInputError(f"--short_sequences must be one of {SHORT_SEQUENCE_POLICIES}, got {short_sequences!r}")
     gt_dataset, pred_dataset = gt_root / dataset, pred_root / dataset
     plan = DatasetPlan(dataset)
     entries = sorted(gt_dataset.iterdir(), key=lambda p: p.name)

@@ -8,8 +8,12 @@ or bare sequence names). Output under ``--data_root`` (default ``dataset``)::
     TrainSet_Video/{Imgs,ground-truth,Flow}/<seq>_<frame>  train sequences
     TrainSet_StaticAndVideo/{Imgs,GTs}/<seq>_<frame>        train sequences (add DUTS-TR yourself)
 
-The DAVIS folder is never modified. Re-running is safe: identical links/copies are kept, flows
-already present are kept (delete them to recompute), and a different existing file is an error.
+The DAVIS folder is never modified. Before anything is written, the outputs are checked apart
+from the DAVIS folder (none may be, contain or lie inside it), every DAVIS frame and annotation
+header is read (thread pool: unreadable, truncated, or frame/annotation of different sizes) and
+every destination is compared with what would be placed there; all problems are reported in one
+error. Re-running is safe: identical links/copies are kept, flows already present are kept
+(delete them to recompute), and a different existing file is an error.
 
 CLI: ``python -m utils.davis_import --davis DIR --data_root dataset [--copy] [--no_flow]``
 """
@@ -19,19 +23,23 @@ import filecmp
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from utils.cli import MissingInputError
+from utils.cli import BadInputError, MissingInputError
 from utils.data.dataset import pair_by_stem
+from utils.data.images import OutputExistsError, check_images, listing
 from utils.io import PathLike, atomic_path
 from utils.flow.generate import generate_flow
+from utils.safety import check_outputs_apart, check_writable
+
+OUTPUT_FOLDERS = ("TestSet/DAVIS", "TrainSet_Video", "TrainSet_StaticAndVideo")
 
 
 def read_image_set(path: Path) -> List[str]:
     """Sequence names, in file order without repeats, from a DAVIS ``ImageSets`` list."""
     if not path.is_file():
-        raise MissingInputError(f"DAVIS image set list not found: {path} (expected the DAVIS-2016 "
-                                f"layout with ImageSets/480p/train.txt and val.txt)")
+        raise MissingInputError(f"DAVIS image set list not found: {path}",
+                                "pass the DAVIS-2016 root (with ImageSets/480p/train.txt and val.txt)")
     names: Dict[str, None] = {}
     for line in path.read_text().splitlines():
         tokens = line.split()
@@ -40,13 +48,17 @@ def read_image_set(path: Path) -> List[str]:
     return list(names)
 
 
+def _same_entry(src: Path, dst: Path) -> bool:
+    """True when ``dst`` is already the link to (or a copy of) ``src``."""
+    return (dst.is_symlink() and Path(os.readlink(dst)) == src.resolve()) or (
+        dst.is_file() and filecmp.cmp(src, dst, shallow=False))
+
+
 def place(src: Path, dst: Path, copy: bool) -> None:
     """Symlink (absolute target) or copy ``src`` to ``dst``; keep an identical existing entry."""
     if dst.is_symlink() or dst.exists():
-        same = (dst.is_symlink() and Path(os.readlink(dst)) == src.resolve()) or (
-            dst.is_file() and filecmp.cmp(src, dst, shallow=False))
-        if not same:
-            raise FileExistsError(f"{dst} already exists and differs from {src}: remove it first.")
+        if not _same_entry(src, dst):
+            raise OutputExistsError(f"{dst} already exists and differs from {src}", "remove it first")
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     if copy:
@@ -56,31 +68,66 @@ def place(src: Path, dst: Path, copy: bool) -> None:
         os.symlink(src.resolve(), dst)
 
 
+def plan_import(davis: Path, root: Path) -> Tuple[Dict[str, int], Dict[str, int], List[Tuple[Path, Path]]]:
+    """(sequences per split, frames per split, (source, destination) pairs) of an import."""
+    n_sequences: Dict[str, int] = {}
+    n_frames: Dict[str, int] = {}
+    pairs: List[Tuple[Path, Path]] = []
+    for split in ("train", "val"):
+        sequences = read_image_set(davis / "ImageSets" / "480p" / f"{split}.txt")
+        n_sequences[split], n_frames[split] = len(sequences), 0
+        for seq in sequences:
+            samples, _ = pair_by_stem({"image": davis / "JPEGImages" / "480p" / seq,
+                                       "gt": davis / "Annotations" / "480p" / seq})
+            n_frames[split] += len(samples)
+            for sample in samples:
+                image, gt = sample["image"], sample["gt"]
+                if split == "val":
+                    pairs += [(image, root / "TestSet" / "DAVIS" / seq / "Frame" / image.name),
+                              (gt, root / "TestSet" / "DAVIS" / seq / "GT" / gt.name)]
+                    continue
+                name = f"{seq}_{image.stem}"
+                for folder, gt_folder in (("TrainSet_Video", "ground-truth"), ("TrainSet_StaticAndVideo", "GTs")):
+                    pairs += [(image, root / folder / "Imgs" / f"{name}{image.suffix}"),
+                              (gt, root / folder / gt_folder / f"{name}{gt.suffix}")]
+    return n_sequences, n_frames, pairs
+
+
+def check_import(davis: Path, root: Path, pairs: List[Tuple[Path, Path]]) -> None:
+    """Everything that could stop the import half-way, found before it starts (one error each
+    kind, listing every file): outputs overlapping the DAVIS folder, unreadable or mismatched
+    DAVIS images, destinations that already hold something else."""
+    check_outputs_apart({"--davis": davis}, {f"--data_root {name}": root / name for name in OUTPUT_FOLDERS})
+    sources = [src for src, _ in pairs]
+    by_frame: Dict[Tuple[str, str], List[Path]] = {}
+    for src in sources:  # a frame and its annotation: same sequence folder and stem
+        by_frame.setdefault((src.parent.name, src.stem), []).append(src)
+    _, problems = check_images(sources, by_frame.values())
+    if problems:
+        raise BadInputError(f"{len(problems)} unusable DAVIS file(s):" + listing(problems),
+                            "restore them from the DAVIS-2016 archive")
+    taken = [f"{dst} (differs from {src})" for src, dst in pairs
+             if (dst.is_symlink() or dst.exists()) and not _same_entry(src, dst)]
+    if taken:
+        raise OutputExistsError(f"{len(taken)} destination(s) already hold other files:" + listing(taken),
+                                "remove them or choose another --data_root")
+    check_writable(root, "--data_root")
+
+
 def import_davis(davis: PathLike, data_root: PathLike = "dataset", copy: bool = False,
                  flow: bool = True, method: str = "dis", last_frame: str = "skip",
                  workers: int = 1, progress: bool = True, raft_weights: Optional[str] = None,
                  raft_model: str = "raft_large") -> dict:
     """Import DAVIS-2016 train/val into ``data_root``; return counts per split and flow summaries."""
     davis, root = Path(davis), Path(data_root)
-    summary: dict = {}
-    for split in ("train", "val"):
-        sequences = read_image_set(davis / "ImageSets" / "480p" / f"{split}.txt")
-        count = 0
-        for seq in sequences:
-            samples, _ = pair_by_stem({"image": davis / "JPEGImages" / "480p" / seq,
-                                       "gt": davis / "Annotations" / "480p" / seq})
-            for sample in samples:
-                image, gt = sample["image"], sample["gt"]
-                if split == "val":
-                    place(image, root / "TestSet" / "DAVIS" / seq / "Frame" / image.name, copy)
-                    place(gt, root / "TestSet" / "DAVIS" / seq / "GT" / gt.name, copy)
-                    continue
-                name = f"{seq}_{image.stem}"
-                for folder, gt_folder in (("TrainSet_Video", "ground-truth"), ("TrainSet_StaticAndVideo", "GTs")):
-                    place(image, root / folder / "Imgs" / f"{name}{image.suffix}", copy)
-                    place(gt, root / folder / gt_folder / f"{name}{gt.suffix}", copy)
-            count += len(samples)
-        summary[split] = {"sequences": len(sequences), "frames": count}
+    if int(workers) < 1:
+        raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
+    n_sequences, n_frames, pairs = plan_import(davis, root)
+    check_import(davis, root, pairs)
+    for src, dst in pairs:
+        place(src, dst, copy)
+    summary: dict = {split: {"sequences": n_sequences[split], "frames": n_frames[split]}
+                     for split in ("train", "val")}
     if flow:
         for split, tree in (("train", root / "TrainSet_Video"), ("val", root / "TestSet" / "DAVIS")):
             summary[split]["flow"] = generate_flow(tree, method=method, last_frame=last_frame,

@@ -6,13 +6,14 @@ Masks are converted to grey by :func:`utils.io.mask_to_gray` (rules there); then
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from utils.cli import BadInputError, MissingInputError
+from utils.cli import BadInputError, MissingInputError, UserError
 from utils.io import PathLike, mask_to_gray, natural_key, open_image, to_uint8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -76,3 +77,85 @@ def first_names(paths: List[str], limit: int = 5) -> str:
     """Comma-separated first ``limit`` names, with '...' when more exist."""
     shown = ", ".join(paths[:limit])
     return shown + (", ..." if len(paths) > limit else "")
+
+
+# --------------------------------------------------------------------------- checking before work
+
+HEADER_THREADS = 8
+TAIL_BYTES = 1024
+_END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}  # bytes a complete file ends with
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output would replace a file or folder that holds something else (also a
+    ``FileExistsError`` for library callers)."""
+
+
+class ImageHeader(NamedTuple):
+    """What an image header tells without decoding the pixels."""
+
+    width: int
+    height: int
+    mode: str  # PIL mode ("L", "P", "RGB", "RGBA", "I;16", ...)
+
+
+def image_header(path: PathLike) -> ImageHeader:
+    """Size and mode of an image from its header, without decoding the pixels.
+
+    Also checks that a PNG / JPEG file is complete (its end marker lies in the last KiB), so a
+    truncated copy is found here rather than when its batch comes up. Raises ``BadInputError``
+    (``MissingInputError`` if it does not exist) naming the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            header, fmt = ImageHeader(image.width, image.height, image.mode), image.format
+        marker = _END_MARKERS.get(fmt or "")
+        if marker is not None:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
+                if marker not in handle.read():
+                    raise OSError(f"truncated {fmt} file (no end marker)")
+        return header
+    except FileNotFoundError as error:
+        raise MissingInputError(f"image {path} not found", "check the path") from error
+    except Exception as error:  # PIL raises several unrelated exception types
+        raise BadInputError(f"Cannot read image {path}: {error}",
+                            "re-export it as PNG/JPEG or remove it") from error
+
+
+def check_images(paths: Iterable[PathLike], same_size: Iterable[Sequence[PathLike]] = (),
+                 threads: int = HEADER_THREADS) -> Tuple[Dict[Path, ImageHeader], List[str]]:
+    """Read every image header (in a thread pool) and compare sizes within each group.
+
+    Returns ``(headers, problems)``: ``headers`` maps each readable path to its
+    :class:`ImageHeader`; ``problems`` lists every unreadable file and every file whose size
+    differs from the first file of its ``same_size`` group (groups' paths must be among
+    ``paths``). Nothing is raised, so the caller can report all problems in one message.
+    """
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+
+    def probe(path: Path) -> Tuple[Path, Optional[ImageHeader], Optional[str]]:
+        try:
+            return path, image_header(path), None
+        except UserError as error:
+            return path, None, error.what
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(probe, unique))
+    sizes = {path: size for path, size, _ in results if size is not None}
+    problems = [problem for _, _, problem in results if problem is not None]
+    for group in same_size:
+        known = [Path(p) for p in group if Path(p) in sizes]
+        if not known:
+            continue
+        first = sizes[known[0]]
+        problems += [f"{p}: {sizes[p].width}x{sizes[p].height} but {known[0]} is "
+                     f"{first.width}x{first.height}" for p in known[1:] if sizes[p][:2] != first[:2]]
+    return sizes, problems
+
+
+def listing(items: Sequence[object], limit: int = 10) -> str:
+    """The first ``limit`` items one per indented line, then how many more there are."""
+    shown = "".join(f"\n  {item}" for item in items[:limit])
+    return shown + (f"\n  ... and {len(items) - limit} more" if len(items) > limit else "")

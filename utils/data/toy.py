@@ -26,8 +26,11 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from utils.cli import BadInputError
+from utils.data.images import OutputExistsError
 from utils.io import PathLike, save_image, save_json
 from utils.flow.generate import generate_flow
+from utils.safety import check_writable, output_lock
 
 LAYOUT_DIRS = ("TrainSet_StaticAndVideo", "TrainSet_Video", "TestSet")
 
@@ -44,6 +47,17 @@ class ToyConfig:
     test_frames: int = 10
     static_images: int = 40
     dataset_name: str = "Toy"
+
+
+    def check(self) -> None:
+        """Raise ``BadInputError`` naming every value out of range (sizes >= 16 pixels, at least
+        one sequence of two frames per split, no negative static image count)."""
+        minimum = {"width": 16, "height": 16, "train_sequences": 1, "train_frames": 2,
+                   "test_sequences": 1, "test_frames": 2, "static_images": 0}
+        bad = [f"--{name} {getattr(self, name)} (at least {low})" for name, low in minimum.items()
+               if getattr(self, name) < low]
+        if bad:
+            raise BadInputError("toy set size out of range: " + ", ".join(bad), "pass larger values")
 
 
 QUICK = ToyConfig(train_sequences=2, train_frames=4, test_sequences=1, test_frames=4, static_images=4)
@@ -153,12 +167,26 @@ def make_toy_dataset(out: PathLike = "dataset/Toy", seed: int = 0, quick: bool =
     folders are then replaced.
     """
     config = config or (QUICK if quick else ToyConfig())
+    config.check()
+    if seed < 0:
+        raise BadInputError(f"--seed must be 0 or more, got {seed}", "pass a non-negative seed")
+    if int(workers) < 1:
+        raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not (out / "toy.json").is_file():
-            raise FileExistsError(f"{out} is not empty and holds no toy.json: choose an empty folder.")
-        for name in LAYOUT_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
+    if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) \
+            and not (out / "toy.json").is_file():
+        raise OutputExistsError(f"{out} is not empty and holds no toy.json",
+                                "choose an empty folder (or an earlier toy set) for --out")
+    check_writable(out, "--out")
+    with output_lock(out, "utils.toy"):
+        _write_toy(out, seed, quick, config, workers, progress)
+    return out
+
+
+def _write_toy(out: Path, seed: int, quick: bool, config: ToyConfig, workers: int, progress: bool) -> None:
+    """Replace the layout folders of ``out`` with a freshly rendered toy set."""
+    for name in LAYOUT_DIRS:
+        shutil.rmtree(out / name, ignore_errors=True)
     static_dir, video_dir = out / "TrainSet_StaticAndVideo", out / "TrainSet_Video"
     for index in range(config.static_images):
         image, gt = _render_video((seed, 0, index), config, 1)[0]
@@ -179,4 +207,3 @@ def make_toy_dataset(out: PathLike = "dataset/Toy", seed: int = 0, quick: bool =
     for tree in (video_dir, out / "TestSet"):
         generate_flow(tree, method="dis", last_frame="skip", workers=workers, progress=progress)
     save_json({"seed": seed, "quick": quick, **asdict(config)}, out / "toy.json")
-    return out

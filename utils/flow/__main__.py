@@ -12,12 +12,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python -m utils.flow``."""
     parser = make_parser("python -m utils.flow", "Generate colour-coded optical flow images for FSNet.")
     parser.add_argument("--frames", required=True, help="folder of frames, data-set tree or video file")
-    parser.add_argument("--out", default=None, help="output folder (default: see docs/data-and-flow.md)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: <seq>/OF_FlowNet2 beside <seq>/Frame, "
+                        "<parent>/<name>_OF_FlowNet2 for another frame folder; see docs/data-and-flow.md)")
     parser.add_argument("--method", choices=METHODS, default="dis", help="flow algorithm")
     parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
                         help="skip: official, the last frame gets no flow; backward: flow last->previous")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (dis/farneback)")
+    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+                        help="parallel processes (dis/farneback), at least 1")
     parser.add_argument("--skip_existing", action="store_true", help="resume: keep flows already written")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an output folder that holds the flow of another input (its "
+                        ".jpg/.npy/.flo files are deleted first) or files of unknown origin "
+                        "(replaced where names collide)")
     parser.add_argument("--save_raw", choices=("npy", "flo"), default=None,
                         help="also save raw flow into <flow_folder>_raw/")
     parser.add_argument("--raft_weights", default=None, help="local torchvision RAFT state_dict")
@@ -31,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
                             args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
-                            args.device, args.flow_folder, args.frame_folder)
+                            args.device, args.flow_folder, args.frame_folder, overwrite=args.overwrite)
     print(f"{summary['written']} flow images written, {summary['skipped_existing']} already there, "
           f"{summary['sequences']} sequences, {len(summary['no_flow'])} frames without flow "
           f"(last frames), {summary['seconds']} s -> {', '.join(summary['out_dirs'][:3])}"

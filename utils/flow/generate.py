@@ -8,10 +8,12 @@ Farneback, and torchvision RAFT from a local weights file.
 CLI::
 
     python -m utils.flow --frames DIR_OR_TREE_OR_VIDEO [--out DIR] [--method dis|farneback|raft]
-        [--last_frame skip|backward] [--workers N] [--skip_existing] [--save_raw npy|flo]
+        [--last_frame skip|backward] [--workers N] [--skip_existing] [--overwrite] [--save_raw npy|flo]
 
-What ``--frames`` may be (see dataset/README.md):
-* a folder of frames -> flows in ``--out`` (default: ``<parent>/<flow_folder>``);
+What ``--frames`` may be (see docs/data-and-flow.md):
+* a folder of frames -> flows in ``--out`` (default: ``<parent>/<flow_folder>`` for a folder named
+  like ``frame_folder`` (``<seq>/Frame``), else ``<parent>/<name>_<flow_folder>``, so two frame
+  folders side by side never share a default output);
 * a sequence folder holding ``Frame/`` -> ``<seq>/<flow_folder>``;
 * a tree (``TestSet``, ``TestSet/<Dataset>``, ``dataset/``): every ``<seq>/Frame`` gets a sibling
   ``<seq>/<flow_folder>``; every ``TrainSet_Video``-like folder (``Imgs`` + ``ground-truth``) gets
@@ -19,10 +21,21 @@ What ``--frames`` may be (see dataset/README.md):
   the **last** underscore is the sequence);
 * a video file -> frames extracted to ``<out>/Frame`` (default ``out`` = video path without
   suffix), flows to ``<out>/<flow_folder>``.
+
+Before any flow is computed (:func:`prepare_outputs`): no output folder may be, contain or lie
+inside a folder of frames it reads (or the video); every output folder is locked against a second
+run (``utils.safety.output_lock``; leftover temporaries of a killed run are removed); an output
+folder that holds the flow of another input (``.fsnet-source.json``), or files of unknown origin
+that would be replaced, is refused unless ``overwrite`` (which first deletes the ``.jpg``/``.npy``/``.flo`` files of
+a folder recorded as another input's flow, so none of it survives; files of unknown origin are
+only replaced where names collide); and every frame header is read (thread
+pool) with all unreadable, truncated or differently sized frames reported in one error.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import math
 import multiprocessing
 import os
@@ -37,10 +50,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.cli import BadInputError, MissingInputError
-from utils.io import PathLike, atomic_write_bytes, atomic_write_with
+from utils.cli import BadInputError, MissingInputError, progress as progress_bar
+from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
-from utils.data.images import list_images, natural_key, read_rgb, sequence_name
+from utils.data.images import (OutputExistsError, check_images, list_images, listing, natural_key,
+                               read_rgb, sequence_name)
+from utils.safety import check_outputs_apart, output_lock, real_path
 from utils.weights import raft_weights_file
 
 METHODS = ("dis", "farneback", "raft")
@@ -49,6 +64,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 JPEG_QUALITY = 95
 FLO_MAGIC = 202021.25
 RAFT_MIN_SIDE = 128
+SOURCE_RECORD = ".fsnet-source.json"  # which input an output folder's flow was computed from
+OUTPUT_SUFFIXES = (".jpg", ".npy", ".flo")  # what --overwrite removes from another input's folder
 
 
 # --------------------------------------------------------------------------- computing flow
@@ -184,11 +201,17 @@ class FlowJob:
 
 @dataclass
 class FlowSequence:
-    """Frames of one sequence in order and the folder their flows go to."""
+    """Frames of one sequence in order and the folder their flows go to.
+
+    ``source`` is what is read (the frame folder, or the video file whose frames are extracted
+    into ``extract_to`` once the outputs are checked; ``frames`` is empty until then).
+    """
 
     name: str
     frames: List[Path]
     out_dir: Path
+    source: Path
+    extract_to: Optional[Path] = None
 
 
 def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
@@ -226,20 +249,29 @@ def _is_video_train_set(folder: Path) -> bool:
     return (folder / "Imgs").is_dir() and (folder / "ground-truth").is_dir()
 
 
+def default_flow_dir(frames_dir: Path, frame_folder: str = "Frame", flow_folder: str = "OF_FlowNet2") -> Path:
+    """Default output of a plain folder of frames: ``<seq>/<flow_folder>`` beside ``<seq>/Frame``
+    (the official layout), else ``<parent>/<name>_<flow_folder>`` (derived from its own name)."""
+    name = flow_folder if frames_dir.name == frame_folder else f"{frames_dir.name}_{flow_folder}"
+    return frames_dir.parent / name
+
+
 def find_sequences(source: Path, out: Optional[Path], frame_folder: str = "Frame",
                    flow_folder: str = "OF_FlowNet2") -> List[FlowSequence]:
-    """Resolve ``--frames``/``--out`` into sequences (see the module docstring for the rules)."""
+    """Resolve ``--frames``/``--out`` into sequences (see the module docstring for the rules);
+    reads folder listings only (a video's frames are extracted later, by :func:`extract_videos`)."""
     if not source.exists():
-        raise MissingInputError(f"--frames path not found: {source}")
+        raise MissingInputError(f"--frames path not found: {source}", "check the path")
     if source.is_file():
         if source.suffix.lower() not in VIDEO_SUFFIXES:
-            raise BadInputError(f"{source} is a file but not a video ({', '.join(VIDEO_SUFFIXES)})")
+            raise BadInputError(f"{source} is a file but not a video ({', '.join(VIDEO_SUFFIXES)})",
+                                "pass a video, a folder of frames or a data-set tree")
         root = out or source.with_suffix("")
-        frames = extract_frames(source, root / frame_folder)
-        return [FlowSequence(source.stem, frames, root / flow_folder)]
+        return [FlowSequence(source.stem, [], root / flow_folder, source, root / frame_folder)]
     images = list_images(source)
     if images:
-        return [FlowSequence(source.name, list(images.values()), out or source.parent / flow_folder)]
+        target = out or default_flow_dir(source, frame_folder, flow_folder)
+        return [FlowSequence(source.name, list(images.values()), target, source)]
     sequences: List[FlowSequence] = []
     for dirpath, dirnames, _ in os.walk(source):
         dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
@@ -247,17 +279,114 @@ def find_sequences(source: Path, out: Optional[Path], frame_folder: str = "Frame
         target = (out / folder.relative_to(source)) if out else folder
         if (folder / frame_folder).is_dir():
             frames = list(list_images(folder / frame_folder).values())
-            sequences.append(FlowSequence(folder.name, frames, target / flow_folder))
+            sequences.append(FlowSequence(folder.name, frames, target / flow_folder, folder / frame_folder))
             dirnames.clear()
         elif _is_video_train_set(folder):
             groups = group_flat_sequences(list(list_images(folder / "Imgs").values()))
-            sequences += [FlowSequence(name, frames, target / "Flow") for name, frames in groups.items()]
+            sequences += [FlowSequence(name, frames, target / "Flow", folder / "Imgs")
+                          for name, frames in groups.items()]
             dirnames.clear()
     if not sequences:
         raise MissingInputError(
-            f"No frames found under {source}: expected images, '<seq>/{frame_folder}/' folders, "
-            f"a TrainSet_Video-style folder (Imgs/ + ground-truth/) or a video file.")
+            f"No frames found under {source}",
+            f"pass images, '<seq>/{frame_folder}/' folders, a TrainSet_Video-style folder "
+            f"(Imgs/ + ground-truth/) or a video file")
     return sequences
+
+
+def _raw_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + "_raw")
+
+
+def _output_dirs(seq: FlowSequence, save_raw: Optional[str]) -> Dict[str, Path]:
+    """The folders one sequence writes, keyed by a description for error messages."""
+    dirs = {f"flow folder of {seq.name}": seq.out_dir}
+    if save_raw:
+        dirs[f"raw flow folder of {seq.name}"] = _raw_dir(seq.out_dir)
+    if seq.extract_to is not None:
+        dirs[f"frame folder extracted from {seq.source.name}"] = seq.extract_to
+    return dirs
+
+
+def _recorded_source(folder: Path) -> Optional[str]:
+    """The input recorded in ``folder/.fsnet-source.json`` (None when there is no record)."""
+    try:
+        return str(json.loads((folder / SOURCE_RECORD).read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _source_text(folder: Path, source: Path) -> str:
+    """How a folder records its input: the path relative to the folder (survives moving a tree)."""
+    return os.path.relpath(real_path(source), real_path(folder))
+
+
+def _ownership_problems(folder: Path, source: Path, skip_existing: bool) -> List[str]:
+    """Why writing into ``folder`` could replace outputs that do not belong to ``source``: it
+    records another input, or it holds files but no record (unless ``skip_existing`` keeps them)."""
+    if folder.exists() and not folder.is_dir():
+        return [f"{folder} is a file, not a folder"]
+    recorded = _recorded_source(folder)
+    if recorded is not None:
+        if recorded == _source_text(folder, source):
+            return []
+        return [f"{folder} holds the flow of {os.path.normpath(folder / recorded)}, not of {source}"]
+    held = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    if held and not skip_existing:
+        return [f"{folder} already holds {len(held)} file(s) (e.g. {held[0]}) with no record of their input"]
+    return []
+
+
+def check_frames(sequences: Sequence[FlowSequence]) -> None:
+    """Read every frame header (thread pool): all unreadable, truncated or differently sized
+    frames (within a sequence) are reported in one ``BadInputError``."""
+    groups = [seq.frames for seq in sequences]
+    _, problems = check_images([frame for group in groups for frame in group], groups)
+    if problems:
+        raise BadInputError(f"{len(problems)} unusable frame(s):" + listing(problems),
+                            "re-export or remove them (frames of one sequence must share one size)")
+
+
+@contextlib.contextmanager
+def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] = None,
+                    skip_existing: bool = False, overwrite: bool = False) -> Iterator[None]:
+    """Check and hold every output folder before any work (see the module docstring): outputs
+    apart from inputs, ownership (``overwrite`` replaces another input's outputs), frame headers,
+    then locks and source records. The locks are held until the ``with`` block ends."""
+    names = {seq.source: seq.name for seq in reversed(sequences)}  # first sequence of each source
+    outputs = {key: folder for seq in sequences for key, folder in _output_dirs(seq, save_raw).items()}
+    check_outputs_apart({f"frames of {name}": source for source, name in names.items()}, outputs)
+    owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw).values()}
+    foreign = {folder: problems for folder, source in owners.items()
+               if (problems := _ownership_problems(folder, source, skip_existing))}
+    if foreign and not overwrite:
+        raise OutputExistsError("refusing to replace existing outputs:"
+                                + listing([p for problems in foreign.values() for p in problems]),
+                                "pass --overwrite to replace them, --skip_existing to keep "
+                                "finished flows of the same input, or choose another --out")
+    check_frames([seq for seq in sequences if seq.extract_to is None])
+    with contextlib.ExitStack() as locks:
+        for folder, source in owners.items():
+            locks.enter_context(output_lock(folder, "utils.flow"))
+            if folder in foreign and _recorded_source(folder) is not None:
+                _remove_outputs(folder)  # --overwrite of another input's flow: none of it survives
+            save_json({"source": _source_text(folder, source), "tool": "utils.flow"},
+                      folder / SOURCE_RECORD)
+        yield
+
+
+def _remove_outputs(folder: Path) -> None:
+    """Delete the files this tool writes (frames/flow ``.jpg``, raw ``.npy``/``.flo``) from ``folder``."""
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in OUTPUT_SUFFIXES:
+            path.unlink()
+
+
+def extract_videos(sequences: Sequence[FlowSequence]) -> None:
+    """Extract the frames of the video sequences (after :func:`prepare_outputs` checked them)."""
+    for seq in sequences:
+        if seq.extract_to is not None:
+            seq.frames = extract_frames(seq.source, seq.extract_to)
 
 
 def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
@@ -277,7 +406,7 @@ def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
             pairs.append((frames[-1], frames[-2]))
         elif frames:
             no_flow.append(frames[-1])
-        raw_dir = seq.out_dir.with_name(seq.out_dir.name + "_raw")
+        raw_dir = _raw_dir(seq.out_dir)
         plans.append([FlowJob(a, b, seq.out_dir / f"{a.stem}.jpg",
                               raw_dir / f"{a.stem}.{save_raw}" if save_raw else None)
                       for a, b in pairs])
@@ -352,27 +481,48 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
                   save_raw: Optional[str] = None, raft_weights: Optional[str] = None,
                   raft_model: str = "raft_large", device: str = "cpu",
                   flow_folder: str = "OF_FlowNet2", frame_folder: str = "Frame",
-                  progress: bool = True) -> dict:
+                  progress: bool = True, overwrite: bool = False) -> dict:
     """Write colour-coded flow JPEGs (named like frame t) for a folder, a tree or a video.
 
-    Returns a summary: ``pairs`` (flow images wanted), ``written``, ``skipped_existing``,
-    ``sequences``, ``no_flow`` (frames left without flow), ``out_dirs`` and ``seconds``.
+    Everything is checked before the first flow (:func:`prepare_outputs`); ``overwrite``
+    replaces outputs that belong to another input. Returns a summary: ``pairs`` (flow images
+    wanted), ``written``, ``skipped_existing``, ``sequences``, ``no_flow`` (frames left without
+    flow), ``out_dirs`` and ``seconds``.
     """
     if method not in METHODS:
-        raise BadInputError(f"Unknown flow method '{method}': choose one of {METHODS}")
+        raise BadInputError(f"Unknown flow method '{method}'", f"choose one of {', '.join(METHODS)}")
+    if int(workers) < 1:
+        raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     start = time.perf_counter()
     raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
     if raft is not None:
         load_raft(raft.weights, raft.model, raft.device)  # fail before any work
     sequences = find_sequences(Path(frames_dir), Path(out_dir) if out_dir else None,
                                frame_folder, flow_folder)
-    plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
-    total = sum(len(p) for p in plans)
-    if skip_existing:
-        plans = [[job for job in plan if not job.done()] for plan in plans]
-    todo = sum(len(p) for p in plans)
-    workers = 1 if method == "raft" else max(1, int(workers))
-    bar = tqdm(total=todo, desc=f"flow ({method})", unit="pair", disable=not progress)
+    plan_jobs(sequences, last_frame, save_raw)  # argument checks before any work
+    with prepare_outputs(sequences, save_raw, skip_existing, overwrite):
+        extract_videos(sequences)
+        plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
+        total = sum(len(p) for p in plans)
+        if skip_existing:
+            plans = [[job for job in plan if not job.done()] for plan in plans]
+        todo = sum(len(p) for p in plans)
+        _run_plans(plans, method, raft, 1 if method == "raft" else int(workers),
+                   progress_bar(total=todo, desc=f"flow ({method})", unit="pair", enabled=progress))
+    return {
+        "pairs": total,
+        "written": todo,
+        "skipped_existing": total - todo,
+        "sequences": len(sequences),
+        "no_flow": [str(p) for p in no_flow],
+        "out_dirs": sorted({str(s.out_dir) for s in sequences}),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _run_plans(plans: List[List[FlowJob]], method: str, raft: Optional[RaftOptions], workers: int,
+               bar: tqdm) -> None:
+    """Run every job on this process (``workers == 1``) or a spawn pool, updating ``bar``."""
     if workers == 1:
         # flow on this thread, colour coding + writing on a second one, each single-threaded:
         # nested OpenCV/OpenMP pools on top of the two threads slow everything down >10x
@@ -392,12 +542,3 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
             for done in pool.imap_unordered(_run_chunk, [(c, method, raft) for c in _chunks(plans, workers)]):
                 bar.update(done)
     bar.close()
-    return {
-        "pairs": total,
-        "written": todo,
-        "skipped_existing": total - todo,
-        "sequences": len(sequences),
-        "no_flow": [str(p) for p in no_flow],
-        "out_dirs": sorted({str(s.out_dir) for s in sequences}),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
