@@ -41,6 +41,11 @@ class MissingInputError(UserError, FileNotFoundError):
     """A user-supplied file or folder does not exist (a ``FileNotFoundError`` for library callers)."""
 
 
+class OutputExistsError(UserError, FileExistsError):
+    """An output would replace a file or folder that holds something else (also a
+    ``FileExistsError`` for library callers)."""
+
+
 def os_error_message(error: OSError) -> Optional[str]:
     """One-line ``what — fix`` text for the OS errors a user can cause (``None`` for the others)."""
     where = error.filename or "a file"

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 from utils.cli import make_parser, run_guarded
 from utils.data.davis_import import import_davis
 from utils.flow.generate import METHODS, RAFT_MODELS
+from utils.weights import add_offline_argument, set_offline
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,10 +24,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="flow worker processes, at least 1")
     parser.add_argument("--raft_weights", default=None, help="local RAFT state_dict for --method raft")
     parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large", help="RAFT variant")
+    add_offline_argument(parser)
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
+    set_offline(args.offline)
     summary = import_davis(args.davis, args.data_root, args.copy, not args.no_flow, args.method,
                            args.last_frame, args.workers, True, args.raft_weights, args.raft_model)
     for split, info in summary.items():

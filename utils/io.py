@@ -55,9 +55,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600 files
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(error, OSError) and not error.filename:
+            error.filename = str(path)  # so "disk full" names the file being written
         raise
 
 

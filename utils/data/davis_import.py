@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Tuple
 
 from utils.cli import BadInputError, MissingInputError
 from utils.data.dataset import pair_by_stem
-from utils.data.images import OutputExistsError, check_images, listing
+from utils.cli import OutputExistsError
+from utils.data.images import check_images, listing
 from utils.io import PathLike, atomic_path
 from utils.flow.generate import generate_flow
 from utils.safety import check_outputs_apart, check_writable

@@ -86,11 +86,6 @@ TAIL_BYTES = 1024
 _END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}  # bytes a complete file ends with
 
 
-class OutputExistsError(UserError, FileExistsError):
-    """An output would replace a file or folder that holds something else (also a
-    ``FileExistsError`` for library callers)."""
-
-
 class ImageHeader(NamedTuple):
     """What an image header tells without decoding the pixels."""
 

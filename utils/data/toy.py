@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from utils.cli import BadInputError
-from utils.data.images import OutputExistsError
+from utils.cli import OutputExistsError
 from utils.io import PathLike, save_image, save_json
 from utils.flow.generate import generate_flow
 from utils.safety import check_writable, output_lock

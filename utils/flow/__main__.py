@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
 from utils.flow.generate import METHODS, RAFT_MODELS, generate_flow
+from utils.weights import add_offline_argument, set_offline
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,10 +33,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="device for RAFT")
     parser.add_argument("--flow_folder", default="OF_FlowNet2", help="flow folder name in test trees")
     parser.add_argument("--frame_folder", default="Frame", help="frame folder name in test trees")
+    add_offline_argument(parser)
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
+    set_offline(args.offline)
     summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
                             args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
                             args.device, args.flow_folder, args.frame_folder, overwrite=args.overwrite)

@@ -50,11 +50,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.cli import BadInputError, MissingInputError, progress as progress_bar
+from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
-from utils.data.images import (OutputExistsError, check_images, list_images, listing, natural_key,
-                               read_rgb, sequence_name)
+from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path
 from utils.weights import raft_weights_file
 
