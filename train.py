@@ -417,12 +417,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None
     batches); return the epoch's mean losses (None if no batch ran) and whether --stop_after
     ended it."""
     config, env = run.config, run.env
-    lr = lr_at(epoch, config)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
-    run.sampler.set_position(epoch, start_batch * run.loader.batch_size)
-    run.worker_seeds.manual_seed((config.seed * 1_000_003 + epoch) * 1024 + env.rank)
-    set_train_mode(run.net, config.freeze_bn)
+    lr = start_epoch(run, epoch, start_batch)
     sums, count, stopped = torch.zeros(2, dtype=torch.float64), 0, False
     bar = progress(run.loader, enabled=env.is_main, total=run.steps_per_epoch - start_batch,
                    desc=f"{config.train_type} {epoch + 1}/{config.epoch}")
@@ -453,6 +448,18 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None
         return None, stopped
     return {"epoch": epoch + 1, "batches": count, "loss_s": sums[0].item() / count,
             "loss_e": sums[1].item() / count}, stopped
+
+
+def start_epoch(run: Run, epoch: int, start_batch: int) -> float:
+    """Set the epoch's lr, data order (skipping ``start_batch`` batches), worker seeds and train
+    mode; return the lr."""
+    lr = lr_at(epoch, run.config)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.sampler.set_position(epoch, start_batch * run.loader.batch_size)
+    run.worker_seeds.manual_seed((run.config.seed * 1_000_003 + epoch) * 1024 + run.env.rank)
+    set_train_mode(run.net, run.config.freeze_bn)
+    return lr
 
 
 def log_batch(run: Run, bar: Any, losses: Tensor, mean_loss: float, lr: float,

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import errno
 import io
+import subprocess
 
 import pytest
 import torch
 
 import utils.checkpoint as checkpoint
+from utils.cli import run_guarded
 from lib.fsnet import FSNet
 from utils.checkpoint import (build_model_from_checkpoint, detect_backbone, first_non_finite,
                               load_model_weights, load_state_dict_file, save_checkpoint)
@@ -118,6 +120,23 @@ def test_disk_full_during_save_is_named_with_the_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]  # old file kept, no temp
     assert torch.equal(torch.load(target)["w"], torch.ones(3))
+
+
+def test_real_full_file_system(tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True,
+                       capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("cannot mount a 1 MB tmpfs here (needs root)")
+    try:
+        code = run_guarded(lambda: save_checkpoint({"w": torch.zeros(500_000)}, small / "last.pth"))
+        assert code == 2 and list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True, timeout=10)
+    assert capsys.readouterr().err.startswith(
+        f"error: no space left on device while writing {small / 'last.pth'} — ")
 
 
 def test_non_finite_tensors_are_found_and_refused_at_load(tmp_path):
