@@ -10,15 +10,24 @@ epoch and every ``--save_every`` batches), ``FSNet-<n>epoch.pth`` (bare state_di
 release's format), ``run.json`` and ``tensorboard/``. One batch = one optimiser step per
 multi-scale rate, as in the official code; the learning rate is ``--lr`` until epoch
 ``--decay_epoch`` (0-based) and ``--lr * --gamma`` from then on.
+
+Reading order: :class:`TrainConfig` (every flag), :func:`train` (check, build, loop, summary),
+:func:`train_one_epoch`, :func:`save_state`; ``get_args_parser`` and ``main`` are at the bottom.
+Everything is checked before the model is built (docs/training.md, "Checks before training").
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import math
 import random
+import shlex
 import time
 import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,14 +36,18 @@ from tensorboardX import SummaryWriter
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from lib.backbones import BACKBONES, load_imagenet_weights
+from lib.backbones.imagenet import find_imagenet_file
 from lib.fsnet import FSNet
-from utils.training import distributed
-from utils.checkpoint import load_model_weights, save_checkpoint
-from utils.data.dataset import GT_MODES, TrainDataset
+from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
+from utils.cli import BadInputError, MissingInputError, UserError, make_parser, progress, run_guarded
+from utils.data.dataset import GT_MODES, TRAIN_TYPES, TrainDataset
+from utils.data.verify import verify_samples
 from utils.io import save_json
+from utils.safety import check_outputs_apart, output_lock
+from utils.training import distributed
+from utils.training.distributed import DistEnv, ResumableDistributedSampler
 from utils.training.finetune_init import (
     FLOW_BN_STATS_CHOICES, check_stage_finished, init_finetune, require_stage_file,
 )
@@ -44,84 +57,120 @@ from utils.training.state import (
     save_train_state,
 )
 
-TRAIN_TYPES = ("pretrain_rgb", "pretrain_flow", "finetune")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line flags; defaults are the paper's / official recipe."""
-    p = argparse.ArgumentParser("Train FSNet", add_help=True)
-    p.add_argument("--train_type", required=True, choices=TRAIN_TYPES)
-    # recipe (official defaults)
-    p.add_argument("--epoch", type=int, default=20, help="number of epochs")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--decay_epoch", type=int, default=19,
-                   help="0-based epoch from which lr = lr*gamma; 19 = the last of 20 epochs, what "
-                        "the official code does under PyTorch>=1.1 (>= --epoch: no decay)")
-    p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight_decay", type=float, default=5e-4)
-    p.add_argument("--batchsize", type=int, default=16, help="global batch, split over ranks")
-    p.add_argument("--trainsize", type=int, default=352, help="multiple of 32")
-    p.add_argument("--rates", type=float, nargs="+", default=[0.75, 1.0, 1.25],
-                   help="multi-scale rates; size = round(trainsize*rate/32)*32, one step each")
-    p.add_argument("--seed", type=int, default=0)
-    # model and initialisation
-    p.add_argument("--backbone", default="res2net50", choices=BACKBONES)
-    p.add_argument("--imagenet", default=None, metavar="PATH",
-                   help="ImageNet backbone file (default: search snapshot/backbone/, torch hub)")
-    p.add_argument("--no_imagenet", action="store_true",
-                   help="pretraining stages start from random weights (demo/tests only)")
-    p.add_argument("--rgb_ckpt", default=None, metavar="PATH",
-                   help="finetune: pretrain_rgb weights (default: that stage's last.pth)")
-    p.add_argument("--flow_ckpt", default=None, metavar="PATH",
-                   help="finetune: pretrain_flow weights (default: that stage's last.pth)")
-    p.add_argument("--flow_bn_stats", default="rgb", choices=FLOW_BN_STATS_CHOICES,
-                   help="finetune: flow-stream BN running stats from the rgb stage (official) "
-                        "or from the flow stage")
-    # data
-    p.add_argument("--data_root", default="./dataset")
-    p.add_argument("--max_samples", type=int, default=None,
-                   help="train on N evenly spaced samples (demo/tests)")
-    p.add_argument("--gt_mode", default="binary", choices=GT_MODES,
-                   help="GT reading, see utils.data.TrainDataset ('official': no threshold)")
-    p.add_argument("--drop_unpaired", action="store_true",
-                   help="skip files without a partner in the other folders instead of failing")
-    p.add_argument("--hflip", action="store_true",
-                   help="random horizontal flips (not in the paper's recipe)")
-    p.add_argument("--num_workers", type=int, default=4)
-    # output, resume
-    p.add_argument("--save_path", default="snapshot")
-    p.add_argument("--run_name", default="FSNet")
-    p.add_argument("--save_from_epoch", type=int, default=17,
-                   help="write FSNet-<n>epoch.pth for 1-based epochs n >= this (official: 17..20) "
-                        "and always for the last epoch")
-    p.add_argument("--save_every", type=int, default=0, metavar="N",
-                   help="also write last.pth every N batches (mid-epoch resume); 0 = per epoch")
-    p.add_argument("--stop_after", type=int, default=0, metavar="N",
-                   help="stop after N batches in total, saving last.pth (e.g. wall-clock-limited "
-                        "jobs); continue later with --resume")
-    p.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue from a last.pth; 'auto' = this stage's last.pth if it exists")
-    p.add_argument("--overwrite", action="store_true", help="start afresh over an existing run")
-    # hardware
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--amp", default="off", choices=tuple(AMP_DTYPES))
-    p.add_argument("--channels_last", action="store_true")
-    p.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs (CUDA only)")
-    p.add_argument("--freeze_bn", action="store_true",
-                   help="BN layers in eval mode: fixed running stats, no batch statistics")
-    return p
+@dataclass
+class TrainConfig:
+    """Every flag of train.py; the defaults are the paper's / official recipe. Saved in run.json
+    and (as ``args``) in last.pth. Help texts: ``python train.py --help``."""
+
+    train_type: str
+    epoch: int = 20
+    lr: float = 2e-3
+    decay_epoch: int = 19
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batchsize: int = 16
+    trainsize: int = 352
+    rates: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
+    seed: int = 0
+    backbone: str = "res2net50"
+    imagenet: str | None = None
+    no_imagenet: bool = False
+    rgb_ckpt: str | None = None
+    flow_ckpt: str | None = None
+    flow_bn_stats: str = "rgb"
+    data_root: str = "./dataset"
+    max_samples: int | None = None
+    gt_mode: str = "binary"
+    drop_unpaired: bool = False
+    hflip: bool = False
+    workers: int = 4
+    save_path: str = "snapshot"
+    run_name: str = "FSNet"
+    save_from_epoch: int = 17
+    save_every: int = 0
+    stop_after: int = 0
+    resume: str | None = None
+    overwrite: bool = False
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    sync_bn: bool = False
+    freeze_bn: bool = False
 
 
-def scale_sizes(trainsize: int, rates: list[float]) -> list[int]:
+@dataclass
+class TrainResult:
+    """What a run did (also the ``summary`` of run.json; ``asdict`` gives the old summary dict)."""
+
+    train_type: str
+    out_dir: str
+    last_checkpoint: str
+    epoch_checkpoints: list[str]
+    epoch_losses: list[dict]
+    global_step: int
+    finished: bool
+    stopped_early: bool
+    world_size: int
+    samples_per_epoch: int
+    samples_per_s: float | None
+    resumed_from: str | None
+    changed_on_resume: dict[str, list[Any]]
+    params_sha256: str
+
+
+@dataclass
+class Run:
+    """Everything one training run works with, built by :func:`build_run` before the loop."""
+
+    config: TrainConfig
+    env: DistEnv
+    sizes: list[int]
+    out_dir: Path
+    model: FSNet
+    net: nn.Module  # the model, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: DataLoader
+    sampler: ResumableDistributedSampler
+    worker_seeds: torch.Generator  # seeds the loader's workers; reseeded every epoch
+    steps_per_epoch: int
+    writer: SummaryWriter | None
+    run_info: dict[str, Any]
+    global_step: int = 0
+    saved_step: int | None = None  # global step of the last.pth this run may be resumed from
+    start: tuple[int, int] = (0, 0)  # (epoch, batch in epoch) to start from (resume position)
+    samples: int = 0
+    train_time: float = 0.0
+    epoch_checkpoints: list[str] = field(default_factory=list)
+
+    @property
+    def last_path(self) -> Path:
+        """This stage's resume state."""
+        return self.out_dir / "last.pth"
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """A NaN/inf loss or model state stopped the run; only finite states were ever saved."""
+
+
+class RunExistsError(UserError, FileExistsError):
+    """The run folder already holds a last.pth and neither --resume nor --overwrite was given."""
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+def scale_sizes(trainsize: int, rates: Sequence[float]) -> list[int]:
     """Official multi-scale sizes: ``round(trainsize * rate / 32) * 32`` (352 -> 256/352/448)."""
     return [int(round(trainsize * rate / 32) * 32) for rate in rates]
 
 
-def lr_for_epoch(args: argparse.Namespace, epoch: int) -> float:
+def lr_at(epoch: int, config: TrainConfig) -> float:
     """Learning rate of 0-based ``epoch``: ``lr`` before ``decay_epoch``, ``lr * gamma`` after."""
-    return args.lr * (args.gamma if epoch >= args.decay_epoch else 1.0)
+    return config.lr * (config.gamma if epoch >= config.decay_epoch else 1.0)
 
 
 def bce_loss(pred_s: Tensor, pred_e: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,96 +179,13 @@ def bce_loss(pred_s: Tensor, pred_e: Tensor, gt: Tensor) -> tuple[Tensor, Tensor
             F.binary_cross_entropy_with_logits(pred_e.float(), gt))
 
 
-def check_args(args: argparse.Namespace, env: distributed.DistEnv) -> list[int]:
-    """Validate flag combinations; return the multi-scale sizes."""
-    if args.trainsize % 32:
-        raise ValueError(f"--trainsize {args.trainsize} must be a multiple of 32 (e.g. "
-                         f"{max(32, round(args.trainsize / 32) * 32)})")
-    sizes = scale_sizes(args.trainsize, args.rates)
-    if min(sizes) < 32:
-        raise ValueError(f"--rates {args.rates} give sizes {sizes}; each must be >= 32")
-    if args.amp == "fp16" and env.device.type != "cuda":
-        raise ValueError("--amp fp16 needs CUDA; use --amp bf16 on the CPU")
-    if args.sync_bn and env.device.type != "cuda":
-        raise ValueError("--sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop it")
-    distributed.per_rank_batch(args.batchsize, env.world_size)
-    return sizes
-
-
-def resolve_resume(args: argparse.Namespace, last_path: Path) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh start (refuses to clobber a run)."""
-    if args.resume == "auto":
-        return last_path if last_path.is_file() else None
-    if args.resume:
-        return Path(args.resume)
-    if last_path.is_file() and not args.overwrite:
-        raise FileExistsError(f"{last_path} already exists. Continue that run with --resume auto, "
-                              "start afresh with --overwrite, or pick another --run_name.")
-    return None
-
-
-def stage_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
-    """finetune: the rgb and flow stage checkpoints (given, or the earlier stages' finished
-    last.pth); errors name the missing stage."""
-    paths = []
-    for stage, given in (("pretrain_rgb", args.rgb_ckpt), ("pretrain_flow", args.flow_ckpt)):
-        path = Path(given) if given else Path(args.save_path) / args.run_name / stage / "last.pth"
-        require_stage_file(path, stage)
-        if not given:
-            check_stage_finished(path, stage)
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def build_model(args: argparse.Namespace, resume: dict | None,
-                finetune_from: tuple[Path, Path] | None, env: distributed.DistEnv) -> FSNet:
-    """FSNet with its initial weights: resumed, finetune-initialised (from the rgb and flow stage
-    checkpoints ``finetune_from``), ImageNet or random."""
-    model = FSNet(backbone=args.backbone)  # seeded: identical on every rank
-    if resume is not None:
-        load_model_weights(model, resume["model"])
-    elif finetune_from is not None:
-        init_finetune(model, *finetune_from, flow_bn_stats=args.flow_bn_stats)
-    elif args.no_imagenet:
-        warnings.warn("--no_imagenet: training from random initialisation (far from the paper)")
-    else:
-        try:
-            path = load_imagenet_weights(model, args.imagenet)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error}\nOr pass --no_imagenet to start from random "
-                                    "weights (demo/tests only).") from None
-        if env.is_main:
-            print(f"ImageNet weights: {path}")
-    model.to(env.device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """``model.train()``; with ``freeze_bn`` BN layers stay in eval mode (running stats)."""
-    model.train()
-    if freeze_bn:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.SGD:
-    """The recipe's SGD (``--lr``, ``--momentum``, ``--weight_decay``) over the trainable parameters;
-    the frozen, never-run modules are left out, as the official SGD effectively does."""
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                           momentum=args.momentum, weight_decay=args.weight_decay)
-
-
 def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                batch: list[Tensor], sizes: list[int], args: argparse.Namespace,
-                env: distributed.DistEnv) -> Tensor:
+                batch: list[Tensor], sizes: list[int], config: Any, env: DistEnv) -> Tensor:
     """One optimiser step per multi-scale size; return the rank-averaged ``(loss_s, loss_e)``
     per size, shape ``(len(sizes), 2)``. Raises ``FloatingPointError`` before a non-finite loss
-    reaches the weights."""
+    reaches the weights. ``config`` needs ``amp`` and ``channels_last``."""
     image, flow, gt = (t.to(env.device, non_blocking=True) for t in batch)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     losses = []
     for size in sizes:
         if size != image.shape[-1]:
@@ -228,8 +194,8 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
         else:
             image_r, flow_r, gt_r = image, flow, gt
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(env.device.type, dtype=AMP_DTYPES[args.amp] or torch.float32,
-                            enabled=args.amp != "off"):
+        with torch.autocast(env.device.type, dtype=AMP_DTYPES[config.amp] or torch.float32,
+                            enabled=config.amp != "off"):
             pred_s, pred_e = model(image_r.contiguous(memory_format=memory_format),
                                    flow_r.contiguous(memory_format=memory_format))
         loss_s, loss_e = bce_loss(pred_s, pred_e, gt_r)
@@ -244,167 +210,486 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
     return torch.stack(losses).cpu()
 
 
-def open_resume(args: argparse.Namespace, last_path: Path,
-                env: distributed.DistEnv) -> tuple[Path | None, dict | None]:
-    """The checkpoint to continue from and its contents (checked against ``args``), or Nones."""
-    path = resolve_resume(args, last_path)
+# ----------------------------------------------------------------------------- checks
+
+def check_config(config: TrainConfig, env: DistEnv) -> list[int]:
+    """Raise one ``BadInputError`` listing every argument problem; return the multi-scale sizes."""
+    c, cuda = config, env.device.type == "cuda"
+    rank_batch = c.batchsize // env.world_size if c.batchsize % env.world_size == 0 else None
+    sizes = scale_sizes(c.trainsize, c.rates) if all(map(math.isfinite, c.rates)) else []
+    checks = [
+        (math.isfinite(c.lr) and c.lr > 0, f"--lr {c.lr} must be a positive finite number"),
+        (math.isfinite(c.gamma) and c.gamma > 0, f"--gamma {c.gamma} must be > 0"),
+        (math.isfinite(c.momentum) and c.momentum >= 0, f"--momentum {c.momentum} must be >= 0"),
+        (math.isfinite(c.weight_decay) and c.weight_decay >= 0,
+         f"--weight_decay {c.weight_decay} must be >= 0"),
+        (c.epoch >= 1, f"--epoch {c.epoch} must be >= 1"),
+        (c.decay_epoch >= 0, f"--decay_epoch {c.decay_epoch} must be >= 0"),
+        (c.trainsize >= 32 and c.trainsize % 32 == 0, f"--trainsize {c.trainsize} must be a "
+         f"positive multiple of 32 (e.g. {max(32, round(c.trainsize / 32) * 32)})"),
+        (all(r > 0 for r in c.rates) and min(sizes, default=0) >= 32,
+         f"--rates {c.rates} give sizes {sizes}; every rate must be > 0 and every size >= 32"),
+        (c.batchsize >= 1 and rank_batch is not None, f"--batchsize {c.batchsize} must be a "
+         f"positive multiple of the world size {env.world_size} (every rank gets the same share)"),
+        (rank_batch is None or rank_batch >= 2 or c.freeze_bn, f"--batchsize {c.batchsize} gives "
+         f"{rank_batch} sample per process; BatchNorm in train mode needs >= 2 (use --batchsize "
+         f"{2 * env.world_size} or more, or --freeze_bn)"),
+        (c.workers >= 0, f"--workers {c.workers} must be >= 0"),
+        (c.max_samples is None or c.max_samples >= 1, f"--max_samples {c.max_samples} must be >= 1"),
+        (c.save_every >= 0, f"--save_every {c.save_every} must be >= 0"),
+        (c.stop_after >= 0, f"--stop_after {c.stop_after} must be >= 0"),
+        (c.amp != "fp16" or cuda, "--amp fp16 needs CUDA (use --amp bf16 on the CPU)"),
+        (not c.sync_bn or cuda, "--sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)"),
+        (not (c.resume and c.overwrite), "--resume and --overwrite contradict each other"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise BadInputError(f"{len(problems)} invalid argument(s): " + "; ".join(problems),
+                            "change these flags (python train.py --help describes each)")
+    return sizes
+
+
+def run_folder(config: TrainConfig) -> Path:
+    """``<save_path>/<run_name>/<train_type>``: everything this run writes goes there."""
+    return Path(config.save_path) / config.run_name / config.train_type
+
+
+def resolve_resume(config: TrainConfig, last_path: Path) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh start (refuses to clobber a run)."""
+    if config.resume == "auto":
+        return last_path if last_path.is_file() else None
+    if config.resume:
+        return Path(config.resume)
+    if last_path.is_file() and not config.overwrite:
+        raise RunExistsError(f"{last_path} already exists", "continue that run with --resume "
+                             "auto, start afresh with --overwrite, or pick another --run_name")
+    return None
+
+
+def open_resume(config: TrainConfig, last_path: Path, env: DistEnv
+                ) -> tuple[Path | None, dict | None, dict[str, list[Any]]]:
+    """The checkpoint to continue from, its contents (checked against ``config``) and the
+    arguments deliberately changed (lr, amp), or ``(None, None, {})`` for a fresh start."""
+    path = resolve_resume(config, last_path)
     if path is None:
-        return None, None
+        return None, None, {}
     state = load_train_state(path)
-    check_resume_args(state["args"], vars(args), path)
+    changed = check_resume_args(state["args"], asdict(config), path)
     if state["batch_in_epoch"] and state.get("world_size") != env.world_size:
-        raise ValueError(f"{path} was saved mid-epoch by {state.get('world_size')} processes; "
-                         f"resume it with the same number (not {env.world_size}).")
-    return path, state
+        raise BadInputError(f"{path} was saved mid-epoch by {state.get('world_size')} processes",
+                            f"resume it with the same number (not {env.world_size})")
+    if changed and env.is_main:
+        print("changed on resume (recorded in run.json): " + ", ".join(
+            f"--{key} {old} -> {new}" for key, (old, new) in changed.items()))
+    return path, state, changed
 
 
-def build_loader(args: argparse.Namespace, env: distributed.DistEnv
-                 ) -> tuple[DataLoader, distributed.ResumableDistributedSampler, torch.Generator]:
+def stage_inputs(config: TrainConfig) -> tuple[Path, Path]:
+    """finetune: the rgb and flow stage checkpoints (given, or the earlier stages' finished
+    last.pth); errors name the missing stage."""
+    paths = []
+    for stage, given in (("pretrain_rgb", config.rgb_ckpt), ("pretrain_flow", config.flow_ckpt)):
+        path = Path(given) if given else Path(config.save_path) / config.run_name / stage / "last.pth"
+        require_stage_file(path, stage)
+        if not given:
+            check_stage_finished(path, stage)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def imagenet_file(config: TrainConfig) -> Path | None:
+    """The ImageNet file a pretraining stage starts from (None: random init or not needed)."""
+    if config.no_imagenet:
+        return None
+    try:
+        return find_imagenet_file(config.backbone, config.imagenet)
+    except FileNotFoundError as error:
+        raise MissingInputError(str(error), "or pass --no_imagenet to start from random weights "
+                                "(demo/tests only)") from None
+
+
+# ----------------------------------------------------------------------------- building
+
+def build_dataset(config: TrainConfig) -> TrainDataset:
+    """The stage's training set, every file of it verified (readable, complete, equal sizes)."""
+    dataset = TrainDataset(config.data_root, config.train_type, trainsize=config.trainsize,
+                           drop_unpaired=config.drop_unpaired, hflip=config.hflip,
+                           max_samples=config.max_samples, gt_mode=config.gt_mode)
+    verify_samples(dataset.samples, what=f"{config.train_type} training")
+    return dataset
+
+
+def build_loader(dataset: TrainDataset, config: TrainConfig, env: DistEnv
+                 ) -> tuple[DataLoader, ResumableDistributedSampler, torch.Generator]:
     """This rank's loader (``batchsize / world`` samples per step, ``drop_last``), its sampler
     and the generator that seeds its workers (reseed it per epoch)."""
-    dataset = TrainDataset(args.data_root, args.train_type, trainsize=args.trainsize,
-                           drop_unpaired=args.drop_unpaired, hflip=args.hflip,
-                           max_samples=args.max_samples, gt_mode=args.gt_mode)
-    rank_batch = distributed.per_rank_batch(args.batchsize, env.world_size)
-    sampler = distributed.ResumableDistributedSampler(dataset, env, args.seed)
+    rank_batch = distributed.per_rank_batch(config.batchsize, env.world_size)
+    sampler = ResumableDistributedSampler(dataset, env, config.seed)
     if len(sampler) < rank_batch:
-        raise ValueError(f"{args.data_root}: {len(dataset)} {args.train_type} samples are fewer "
-                         f"than one batch of {args.batchsize}; lower --batchsize or add data.")
+        raise BadInputError(f"{config.data_root}: {len(dataset)} {config.train_type} samples are "
+                            f"fewer than one batch of {config.batchsize}",
+                            "lower --batchsize or add data")
     worker_seeds = torch.Generator()
     loader = DataLoader(dataset, batch_size=rank_batch, sampler=sampler, drop_last=True,
-                        num_workers=args.num_workers, pin_memory=env.device.type == "cuda",
+                        num_workers=config.workers, pin_memory=env.device.type == "cuda",
                         generator=worker_seeds)
     return loader, sampler, worker_seeds
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Train one stage; return a summary (checkpoint paths, losses, steps). See module docstring."""
-    env = distributed.setup(args.device)
+def build_model(config: TrainConfig, resume: dict | None, finetune_from: tuple[Path, Path] | None,
+                imagenet: Path | None, env: DistEnv) -> FSNet:
+    """FSNet with its initial weights: resumed, finetune-initialised (from the rgb and flow stage
+    checkpoints ``finetune_from``), ImageNet (``imagenet``) or random."""
+    model = FSNet(backbone=config.backbone)  # seeded: identical on every rank
+    if resume is not None:
+        load_model_weights(model, resume["model"])
+    elif finetune_from is not None:
+        init_finetune(model, *finetune_from, flow_bn_stats=config.flow_bn_stats)
+    elif imagenet is None:
+        warnings.warn("--no_imagenet: training from random initialisation (far from the paper)")
+    else:
+        load_imagenet_weights(model, imagenet)
+        if env.is_main:
+            print(f"ImageNet weights: {imagenet}")
+    model.to(env.device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def build_optimizer(model: nn.Module, config: Any) -> torch.optim.SGD:
+    """The recipe's SGD (``lr``, ``momentum``, ``weight_decay``) over the trainable parameters;
+    the frozen, never-run modules are left out, as the official SGD effectively does."""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                           momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """``model.train()``; with ``freeze_bn`` BN layers stay in eval mode (running stats)."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path) -> Run:
+    """Resume state, data (verified), model, optimiser and logging, in that order: every input
+    is read and checked before the model is built."""
+    resume_path, resume, changed = open_resume(config, out_dir / "last.pth", env)
+    fresh_finetune = config.train_type == "finetune" and resume is None
+    finetune_from = stage_inputs(config) if fresh_finetune else None
+    imagenet = imagenet_file(config) if resume is None and not fresh_finetune else None
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    torch.backends.cudnn.benchmark = env.device.type == "cuda"
+    loader, sampler, worker_seeds = build_loader(build_dataset(config), config, env)
+    model = build_model(config, resume, finetune_from, imagenet, env)
+    optimizer = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=config.amp == "fp16")
+    net = model if not env.is_distributed else DistributedDataParallel(
+        model, device_ids=[env.device] if env.device.type == "cuda" else None)
+    run_info = {**collect_run_info(asdict(config), env.world_size, str(env.device)),
+                "resumed_from": str(resume_path) if resume_path else None,
+                "changed_on_resume": changed}
+    run = Run(config, env, sizes, out_dir, model, net, optimizer, scaler, loader, sampler,
+              worker_seeds, len(loader), None, run_info)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        if config.amp == "fp16" and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        run.global_step = run.saved_step = resume["global_step"]
+        run.start = (resume["epoch"], resume["batch_in_epoch"])
+        restore_rng(resume["rng"][env.rank % len(resume["rng"])])
+    if env.is_main:
+        save_json(run_info, out_dir / "run.json")
+        run.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=run.global_step or None)
+    return run
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None, bool]:
+    """Train 0-based ``epoch`` from batch ``start_batch`` (saving last.pth every --save_every
+    batches); return the epoch's mean losses (None if no batch ran) and whether --stop_after
+    ended it."""
+    config, env = run.config, run.env
+    lr = start_epoch(run, epoch, start_batch)
+    sums, count, stopped = torch.zeros(2, dtype=torch.float64), 0, False
+    bar = progress(run.loader, enabled=env.is_main, total=run.steps_per_epoch - start_batch,
+                   desc=f"{config.train_type} {epoch + 1}/{config.epoch}")
+    tick = time.perf_counter()
+    for done, batch in enumerate(bar, start=start_batch + 1):
+        try:
+            losses = train_batch(run.net, run.optimizer, run.scaler, batch, run.sizes, config,
+                                 env).mean(0)
+        except FloatingPointError as error:
+            raise diverged(run, f"{error} in epoch {epoch + 1}, batch {done}") from None
+        seconds = time.perf_counter() - tick  # data wait + every rate's step
+        run.global_step, run.samples = run.global_step + 1, run.samples + config.batchsize
+        run.train_time += seconds
+        sums, count = sums + losses, count + 1
+        log_batch(run, bar, losses, sums.sum().item() / count, lr, seconds)
+        stopped = bool(config.stop_after) and run.global_step >= config.stop_after
+        if done < run.steps_per_epoch and (stopped or (
+                config.save_every and run.global_step % config.save_every == 0)):
+            save_state(run, epoch, done)
+        if done == run.steps_per_epoch:
+            save_state(run, epoch + 1, 0)
+            export_epoch(run, epoch + 1)
+        if stopped:
+            break
+        tick = time.perf_counter()  # checkpoint time is not throughput
+    bar.close()
+    if not count:
+        return None, stopped
+    return {"epoch": epoch + 1, "batches": count, "loss_s": sums[0].item() / count,
+            "loss_e": sums[1].item() / count}, stopped
+
+
+def start_epoch(run: Run, epoch: int, start_batch: int) -> float:
+    """Set the epoch's lr, data order (skipping ``start_batch`` batches), worker seeds and train
+    mode; return the lr."""
+    lr = lr_at(epoch, run.config)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.sampler.set_position(epoch, start_batch * run.loader.batch_size)
+    run.worker_seeds.manual_seed((run.config.seed * 1_000_003 + epoch) * 1024 + run.env.rank)
+    set_train_mode(run.net, run.config.freeze_bn)
+    return lr
+
+
+def log_batch(run: Run, bar: Any, losses: Tensor, mean_loss: float, lr: float,
+              seconds: float) -> None:
+    """TensorBoard scalars and the progress bar's numbers for one batch (rank 0)."""
+    if run.writer is None:
+        return
+    rate = run.config.batchsize / seconds
+    for tag, value in (("loss/total", losses.sum()), ("loss/pred_s", losses[0]),
+                       ("loss/pred_e", losses[1]), ("lr", lr),
+                       ("throughput/samples_per_s", rate)):
+        run.writer.add_scalar(tag, float(value), run.global_step)
+    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", samples_s=f"{rate:.1f}")
+
+
+def save_state(run: Run, epoch: int, batch_in_epoch: int) -> None:
+    """Write last.pth (resume at batch ``batch_in_epoch`` of 0-based ``epoch``) after checking
+    that every parameter, buffer and optimiser tensor is finite on every rank; a non-finite one
+    stops the run and the previous last.pth stays as it was."""
+    rng_states = distributed.gather_objects(capture_rng(), run.env)  # collective: every rank
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()}
+    bad = first_non_finite(state)
+    if distributed.any_rank(bad is not None, run.env):
+        raise diverged(run, f"non-finite model state after epoch {epoch + (batch_in_epoch > 0)}, "
+                            f"batch {batch_in_epoch or run.steps_per_epoch}: "
+                            f"{bad or 'on another rank'}")
+    if run.env.is_main:
+        save_train_state(
+            run.last_path, **state, epoch=epoch, batch_in_epoch=batch_in_epoch,
+            scaler=run.scaler.state_dict() if run.config.amp == "fp16" else None,
+            global_step=run.global_step, finished=epoch >= run.config.epoch, rng=rng_states,
+            args=asdict(run.config), world_size=run.env.world_size)
+    run.saved_step = run.global_step
+
+
+def export_epoch(run: Run, number: int) -> None:
+    """Write ``FSNet-<number>epoch.pth`` (release format, ``module.`` keys) for 1-based epochs
+    from --save_from_epoch on and for the last epoch (rank 0; the state was checked finite)."""
+    config = run.config
+    if not run.env.is_main or (number < config.save_from_epoch and number != config.epoch):
+        return
+    path = run.out_dir / f"FSNet-{number}epoch.pth"
+    save_checkpoint({f"module.{k}": v for k, v in run.model.state_dict().items()}, path)
+    run.epoch_checkpoints.append(str(path))
+
+
+def diverged(run: Run, what: str) -> TrainingDiverged:
+    """The stop error of a diverged run: what happened, which state is kept and the exact
+    command that continues it with a 10x lower learning rate."""
+    config, saved = run.config, run.saved_step is not None
+    kept = (f"{run.last_path} (step {run.saved_step}) is the last good checkpoint" if saved
+            else "no checkpoint of this run was written")
+    lower = replace(config, lr=config.lr / 10, resume=str(run.last_path) if saved else None,
+                    overwrite=config.overwrite and not saved)
+    launcher = (f"torchrun --nproc_per_node={run.env.world_size} train.py"
+                if run.env.is_distributed else "python train.py")
+    amp = "; if fp16 overflowed, --amp bf16 or off instead" if config.amp == "fp16" else ""
+    return TrainingDiverged(f"training stopped: {what}. {kept}",
+                            f"continue with a 10x lower learning rate: {launcher} "
+                            f"{shlex.join(config_argv(lower))}{amp}")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train one stage (see the module docstring): check everything, take the run folder's
+    lock, build, loop over the epochs, write the summary into run.json."""
+    env = distributed.setup(config.device)
     try:
-        return _train(args, env)
+        sizes = check_config(config, env)
+        out_dir = run_folder(config)
+        check_outputs_apart(inputs={"--data_root": config.data_root},
+                            outputs={"the run folder": out_dir})
+        with run_lock(out_dir, env):
+            run = build_run(config, env, sizes, out_dir)
+            try:
+                return fit(run)
+            finally:
+                if run.writer is not None:
+                    run.writer.close()
     finally:
         distributed.cleanup(env)
 
 
-def _train(args: argparse.Namespace, env: distributed.DistEnv) -> dict[str, Any]:
-    sizes = check_args(args, env)
-    out_dir = Path(args.save_path) / args.run_name / args.train_type
-    last_path = out_dir / "last.pth"
-    resume_path, resume = open_resume(args, last_path, env)
-    finetune_from = stage_inputs(args) if args.train_type == "finetune" and not resume else None
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.benchmark = env.device.type == "cuda"
+@contextlib.contextmanager
+def run_lock(out_dir: Path, env: DistEnv) -> Iterator[None]:
+    """Rank 0 holds ``out_dir``'s exclusive lock (utils.safety.output_lock) for the whole run."""
+    with output_lock(out_dir, "train.py") if env.is_main else contextlib.nullcontext():
+        distributed.barrier(env)  # no rank starts before the folder is ours
+        yield
 
-    loader, sampler, worker_seeds = build_loader(args, env)
-    steps_per_epoch = len(loader)
-    model = build_model(args, resume, finetune_from, env)
-    if args.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, args)
-    scaler = torch.amp.GradScaler(env.device.type, enabled=args.amp == "fp16")
-    net = model if not env.is_distributed else DistributedDataParallel(
-        model, device_ids=[env.device] if env.device.type == "cuda" else None)
-    start_epoch, start_batch, global_step = 0, 0, 0
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        if args.amp == "fp16":
-            scaler.load_state_dict(resume["scaler"])
-        start_epoch, start_batch = resume["epoch"], resume["batch_in_epoch"]
-        global_step = resume["global_step"]
-        restore_rng(resume["rng"][env.rank % len(resume["rng"])])
 
-    writer = None
-    if env.is_main:
-        run_info = collect_run_info(vars(args), env.world_size, str(env.device))
-        run_info["resumed_from"] = str(resume_path) if resume_path else None
-        save_json(run_info, out_dir / "run.json")
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
-
-    def checkpoint(epoch: int, batch_in_epoch: int) -> None:
-        """Write last.pth: resume at batch ``batch_in_epoch`` of 0-based ``epoch``."""
-        rng_states = distributed.gather_objects(capture_rng(), env)  # collective: every rank
-        if env.is_main:
-            save_train_state(
-                last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                scaler=scaler.state_dict() if args.amp == "fp16" else None, epoch=epoch,
-                batch_in_epoch=batch_in_epoch, global_step=global_step,
-                finished=epoch >= args.epoch, rng=rng_states, args=vars(args),
-                world_size=env.world_size)
-
-    epoch_checkpoints, epoch_losses = [], []
-    stopped, samples, train_time = False, 0, 0.0
-    for epoch in range(start_epoch, args.epoch):
-        lr = lr_for_epoch(args, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        sampler.set_position(epoch, start_batch * loader.batch_size)
-        worker_seeds.manual_seed((args.seed * 1_000_003 + epoch) * 1024 + env.rank)
-        set_train_mode(net, args.freeze_bn)
-        sums, count, done = torch.zeros(2, dtype=torch.float64), 0, start_batch
-        bar = tqdm(loader, total=steps_per_epoch - start_batch, disable=not env.is_main,
-                   desc=f"{args.train_type} {epoch + 1}/{args.epoch}", dynamic_ncols=True)
-        tick = time.perf_counter()
-        for done, batch in enumerate(bar, start=start_batch + 1):
-            try:
-                losses = train_batch(net, optimizer, scaler, batch, sizes, args, env).mean(0)
-            except FloatingPointError as error:
-                kept = (f"{last_path} is the last good checkpoint (continue with --resume "
-                        f"{last_path})" if last_path.is_file() else "no checkpoint was written")
-                raise FloatingPointError(
-                    f"Training stopped: {error} in epoch {epoch + 1}, batch {done}. {kept}. "
-                    "Lower --lr, or use --amp bf16/off if fp16 overflowed.") from None
-            seconds = time.perf_counter() - tick  # data wait + every rate's step
-            train_time, samples, global_step = train_time + seconds, samples + args.batchsize, \
-                global_step + 1
-            sums, count = sums + losses, count + 1
-            if writer is not None:
-                for tag, value in (("loss/total", losses.sum()), ("loss/pred_s", losses[0]),
-                                   ("loss/pred_e", losses[1]), ("lr", lr),
-                                   ("throughput/samples_per_s", args.batchsize / seconds)):
-                    writer.add_scalar(tag, float(value), global_step)
-                bar.set_postfix(loss=f"{sums.sum().item() / count:.4f}", lr=f"{lr:.1e}",
-                                samples_s=f"{args.batchsize / seconds:.1f}")
-            stopped = bool(args.stop_after) and global_step >= args.stop_after
-            if done < steps_per_epoch and (stopped or (args.save_every and
-                                                       global_step % args.save_every == 0)):
-                checkpoint(epoch, done)
-            if stopped:
-                break
-            tick = time.perf_counter()  # checkpoint time is not throughput
-        bar.close()
-        if count:
-            epoch_losses.append({"epoch": epoch + 1, "batches": count,
-                                 "loss_s": sums[0].item() / count,
-                                 "loss_e": sums[1].item() / count})
-        if done == steps_per_epoch:
-            checkpoint(epoch + 1, 0)
-            number = epoch + 1
-            if env.is_main and (number >= args.save_from_epoch or number == args.epoch):
-                path = out_dir / f"FSNet-{number}epoch.pth"  # the release's format: module.<key>
-                save_checkpoint({f"module.{k}": v for k, v in model.state_dict().items()}, path)
-                epoch_checkpoints.append(str(path))
-        start_batch = 0
+def fit(run: Run) -> TrainResult:
+    """The epoch loop from the resume position; returns the summary (also saved in run.json)."""
+    config, start = run.config, run.start
+    epoch_losses, stopped = [], False
+    for epoch in range(start[0], config.epoch):
+        losses, stopped = train_one_epoch(run, epoch, start[1] if epoch == start[0] else 0)
+        epoch_losses += [losses] if losses else []
         if stopped:
             break
+    result = TrainResult(
+        train_type=config.train_type, out_dir=str(run.out_dir),
+        last_checkpoint=str(run.last_path), epoch_checkpoints=run.epoch_checkpoints,
+        epoch_losses=epoch_losses, global_step=run.global_step, finished=not stopped,
+        stopped_early=stopped, world_size=run.env.world_size,
+        samples_per_epoch=run.steps_per_epoch * config.batchsize,
+        samples_per_s=run.samples / run.train_time if run.samples else None,
+        resumed_from=run.run_info["resumed_from"],
+        changed_on_resume=run.run_info["changed_on_resume"], params_sha256=params_digest(run.model))
+    if run.env.is_main:
+        save_json({**run.run_info, "summary": asdict(result)}, run.out_dir / "run.json")
+        print(f"{config.train_type}: {run.global_step} steps done; resume state {run.last_path}")
+    distributed.barrier(run.env)
+    return result
 
-    summary = {
-        "train_type": args.train_type, "out_dir": str(out_dir), "last_checkpoint": str(last_path),
-        "epoch_checkpoints": epoch_checkpoints, "epoch_losses": epoch_losses,
-        "global_step": global_step, "finished": not stopped and args.epoch > 0,
-        "stopped_early": stopped, "world_size": env.world_size,
-        "samples_per_epoch": steps_per_epoch * args.batchsize,
-        "samples_per_s": samples / train_time if samples else None,
-        "resumed_from": str(resume_path) if resume_path else None,
-        "params_sha256": params_digest(model),
-    }
-    if env.is_main:
-        writer.close()
-        save_json({**run_info, "summary": summary}, out_dir / "run.json")
-    distributed.barrier(env)
-    return summary
+
+
+
+# ----------------------------------------------------------------------------- command line
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags (one per :class:`TrainConfig` field); defaults are the paper's recipe.
+    Old spellings stay accepted: ``--num_workers`` (= ``--workers``), ``--dataset_path``
+    (= ``--data_root``)."""
+    d = TrainConfig(train_type="finetune")  # the defaults
+    p = make_parser("train.py", "Train one FSNet stage (docs/training.md).")
+    p.add_argument("--train_type", required=True, choices=tuple(TRAIN_TYPES),
+                   help="the stage: pretrain_rgb, pretrain_flow, then finetune")
+    recipe = p.add_argument_group("recipe (official defaults)")
+    recipe.add_argument("--epoch", type=int, default=d.epoch, help="number of epochs")
+    recipe.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
+    recipe.add_argument("--decay_epoch", type=int, default=d.decay_epoch,
+                        help="0-based epoch from which lr = lr*gamma; 19 = the last of 20 epochs, "
+                             "what the official code does under PyTorch>=1.1 (>= --epoch: no decay)")
+    recipe.add_argument("--gamma", type=float, default=d.gamma, help="lr decay factor")
+    recipe.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    recipe.add_argument("--weight_decay", type=float, default=d.weight_decay, help="SGD weight decay")
+    recipe.add_argument("--batchsize", type=int, default=d.batchsize,
+                        help="global batch, split over ranks (>= 2 per rank unless --freeze_bn)")
+    recipe.add_argument("--trainsize", type=int, default=d.trainsize, help="input size, multiple of 32")
+    recipe.add_argument("--rates", type=float, nargs="+", default=d.rates,
+                        help="multi-scale rates; size = round(trainsize*rate/32)*32, one step each")
+    recipe.add_argument("--seed", type=int, default=d.seed, help="seed of init, data order, workers")
+    model = p.add_argument_group("model and initialisation")
+    model.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="backbone network")
+    model.add_argument("--imagenet", default=d.imagenet, metavar="PATH",
+                       help="ImageNet backbone file (default: search snapshot/backbone/, torch hub)")
+    model.add_argument("--no_imagenet", action="store_true",
+                       help="pretraining stages start from random weights (demo/tests only)")
+    model.add_argument("--rgb_ckpt", default=d.rgb_ckpt, metavar="PATH",
+                       help="finetune: pretrain_rgb weights (default: that stage's last.pth)")
+    model.add_argument("--flow_ckpt", default=d.flow_ckpt, metavar="PATH",
+                       help="finetune: pretrain_flow weights (default: that stage's last.pth)")
+    model.add_argument("--flow_bn_stats", default=d.flow_bn_stats, choices=FLOW_BN_STATS_CHOICES,
+                       help="finetune: flow-stream BN running stats from the rgb stage (official) "
+                            "or from the flow stage")
+    data = p.add_argument_group("data")
+    data.add_argument("--data_root", "--dataset_path", dest="data_root", default=d.data_root,
+                      help="folder holding TrainSet_StaticAndVideo/ and TrainSet_Video/")
+    data.add_argument("--max_samples", type=int, default=d.max_samples,
+                      help="train on N evenly spaced samples (demo/tests)")
+    data.add_argument("--gt_mode", default=d.gt_mode, choices=GT_MODES,
+                      help="GT reading, see utils.data.TrainDataset ('official': no threshold)")
+    data.add_argument("--drop_unpaired", action="store_true",
+                      help="skip files without a partner in the other folders instead of failing")
+    data.add_argument("--hflip", action="store_true",
+                      help="random horizontal flips (not in the paper's recipe)")
+    data.add_argument("--workers", "--num_workers", dest="workers", type=int, default=d.workers,
+                      help="data loader worker processes per rank")
+    out = p.add_argument_group("output and resume")
+    out.add_argument("--save_path", default=d.save_path, help="root of the run folders")
+    out.add_argument("--run_name", default=d.run_name,
+                     help="run folder: <save_path>/<run_name>/<train_type>/")
+    out.add_argument("--save_from_epoch", type=int, default=d.save_from_epoch,
+                     help="write FSNet-<n>epoch.pth for 1-based epochs n >= this (official: "
+                          "17..20) and always for the last epoch")
+    out.add_argument("--save_every", type=int, default=d.save_every, metavar="N",
+                     help="also write last.pth every N batches (mid-epoch resume); 0 = per epoch")
+    out.add_argument("--stop_after", type=int, default=d.stop_after, metavar="N",
+                     help="stop after N batches in total, saving last.pth (e.g. wall-clock-"
+                          "limited jobs); continue later with --resume")
+    out.add_argument("--resume", default=d.resume, metavar="PATH|auto",
+                     help="continue from a last.pth; 'auto' = this stage's last.pth if it exists. "
+                          "--lr and --amp may change (logged in run.json)")
+    out.add_argument("--overwrite", action="store_true", help="start afresh over an existing run")
+    hardware = p.add_argument_group("hardware")
+    hardware.add_argument("--device", default=d.device,
+                          help="auto (CUDA if available), cpu, cuda or cuda:N")
+    hardware.add_argument("--amp", default=d.amp, choices=tuple(AMP_DTYPES),
+                          help="autocast precision (fp16 needs CUDA)")
+    hardware.add_argument("--channels_last", action="store_true", help="NHWC model and inputs")
+    hardware.add_argument("--sync_bn", action="store_true",
+                          help="SyncBatchNorm across GPUs (CUDA only)")
+    hardware.add_argument("--freeze_bn", action="store_true",
+                          help="BN layers in eval mode: fixed running stats, no batch statistics")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed flags."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
+def parse_config(argv: Sequence[str]) -> TrainConfig:
+    """The :class:`TrainConfig` of a train.py command line (without the program name)."""
+    return config_from_args(get_args_parser().parse_args(list(argv)))
+
+
+def config_argv(config: TrainConfig) -> list[str]:
+    """The shortest command line (flags that differ from the defaults) giving ``config``."""
+    defaults = TrainConfig(train_type=config.train_type)
+    argv = ["--train_type", config.train_type]
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name == "train_type" or value == getattr(defaults, f.name) or value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(f"--{f.name}")
+        else:
+            argv += [f"--{f.name}", *map(str, value if isinstance(value, list) else [value])]
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: exit status 0, or 2 after one ``error:`` line (rank 0 only)."""
+    args = get_args_parser().parse_args(argv)
+    if distributed.rank_from_env() == 0:
+        return run_guarded(lambda: train(config_from_args(args)), args.debug)
+    with contextlib.redirect_stderr(io.StringIO()):  # every rank fails alike; rank 0 says why
+        return run_guarded(lambda: train(config_from_args(args)), args.debug)
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(main())

@@ -1,13 +1,18 @@
 """Checkpoint I/O: prefixed strict load, training dicts, backbone detection, errors, atomic save."""
 from __future__ import annotations
 
+import errno
+import io
+import subprocess
+
 import pytest
 import torch
 
 import utils.checkpoint as checkpoint
+from utils.cli import run_guarded
 from lib.fsnet import FSNet
-from utils.checkpoint import (build_model_from_checkpoint, detect_backbone, load_model_weights,
-                              load_state_dict_file, save_checkpoint)
+from utils.checkpoint import (build_model_from_checkpoint, detect_backbone, first_non_finite,
+                              load_model_weights, load_state_dict_file, save_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +85,8 @@ def test_atomic_save_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "ckpt.pth"
     save_checkpoint({"w": torch.ones(3)}, target)
 
-    def failing_save(obj, path, *args, **kwargs):
-        with open(path, "wb") as handle:
-            handle.write(b"partial")
+    def failing_save(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint.torch, "save", failing_save)
@@ -93,3 +97,56 @@ def test_atomic_save_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]
     assert torch.equal(torch.load(target)["w"], torch.ones(3))
+
+
+class FullDisk(io.FileIO):
+    """A file that accepts ``limit`` bytes, then fails like a full disk."""
+
+    limit = 4096
+
+    def write(self, data):  # type: ignore[override]
+        if self.tell() + len(data) > self.limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+def test_disk_full_during_save_is_named_with_the_file(tmp_path, monkeypatch):
+    target = tmp_path / "last.pth"
+    save_checkpoint({"w": torch.ones(3)}, target)
+    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
+    with pytest.raises(OSError) as error:  # torch.save alone would say "unexpected pos ..."
+        save_checkpoint({"w": torch.zeros(100_000)}, target)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]  # old file kept, no temp
+    assert torch.equal(torch.load(target)["w"], torch.ones(3))
+
+
+def test_real_full_file_system(tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True,
+                       capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("cannot mount a 1 MB tmpfs here (needs root)")
+    try:
+        code = run_guarded(lambda: save_checkpoint({"w": torch.zeros(500_000)}, small / "last.pth"))
+        assert code == 2 and list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True, timeout=10)
+    assert capsys.readouterr().err.startswith(
+        f"error: no space left on device while writing {small / 'last.pth'} — ")
+
+
+def test_non_finite_tensors_are_found_and_refused_at_load(tmp_path):
+    state = {"model": {"a.weight": torch.ones(4), "bn.running_var": torch.tensor([1.0, float("inf")]),
+                       "bn.num_batches_tracked": torch.tensor(3)},
+             "optimizer": {"state": {0: {"momentum_buffer": torch.tensor([float("nan")])}}}}
+    assert first_non_finite(state) == "model.bn.running_var (1 of 2 values are NaN/inf)"
+    assert first_non_finite({"model": {"a": torch.ones(2)}, "rng": [torch.zeros(3, dtype=torch.uint8)]}) is None
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"diverged\.pth holds non-finite values, first "
+                                         r"model\.bn\.running_var"):
+        load_state_dict_file(path)

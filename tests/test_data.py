@@ -14,6 +14,8 @@ from utils.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDa
 from utils.data.davis_import import import_davis
 from utils.flow.color import flow_from_color, flow_to_color
 from utils.data.images import check_images, image_header, read_mask_official
+from utils.data.images import read_mask_official
+from utils.data.verify import verify_samples
 
 H, W, S = 24, 32, 16
 
@@ -292,10 +294,47 @@ def test_header_check_finds_truncated_files_and_size_mismatches(tmp_path):
     assert image_header(jpeg)[:2] == image_header(png)[:2] == (W, H) and image_header(png).mode == "L"
     headers, problems = check_images([jpeg, png, other], [[jpeg, png], [png, other]])
     assert set(headers) == {jpeg, png, other} and len(problems) == 1 and "b.png" in problems[0]
-    for path in (jpeg, png):
+    for path, cut in ((jpeg, 20), (png, 40)):  # the header still opens; end marker and pixels gone
         data = path.read_bytes()
-        path.write_bytes(data[: len(data) - 20])  # the header still opens; the end marker is gone
+        path.write_bytes(data[: len(data) - cut])
     (tmp_path / "empty.png").write_bytes(b"")
     headers, problems = check_images([jpeg, png, tmp_path / "empty.png", other])
     assert list(headers) == [other] and len(problems) == 3
     assert all("Cannot read image" in p for p in problems) and any("truncated JPEG" in p for p in problems)
+# ---------------------------------------------------------------- input verification
+
+def test_verify_passes_good_samples_and_returns_sizes(tmp_path):
+    root = _video_set(tmp_path)
+    samples = TrainDataset(root, "finetune", trainsize=S).samples
+    sizes = verify_samples(samples, workers=2)
+    assert len(sizes) == 12 and set(sizes.values()) == {(W, H)}
+
+
+def test_verify_reports_every_problem_in_one_error(tmp_path):
+    root = _static_set(tmp_path, [f"s{i}" for i in range(6)])
+    imgs, gts = root / "TrainSet_StaticAndVideo" / "Imgs", root / "TrainSet_StaticAndVideo" / "GTs"
+    (imgs / "s0.jpg").write_bytes(b"")
+    jpeg = (imgs / "s1.jpg").read_bytes()
+    (imgs / "s1.jpg").write_bytes(jpeg[:len(jpeg) // 2])  # header fine, data cut
+    png = (gts / "s2.png").read_bytes()
+    (gts / "s2.png").write_bytes(png[:len(png) // 2])  # pixel data cut
+    (gts / "s3.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    _write(gts / "s4.png", np.zeros((H + 2, W), np.uint8))
+    samples = TrainDataset(root, "pretrain_rgb").samples
+    with pytest.raises(ValueError) as error:
+        verify_samples(samples, workers=3)
+    message = str(error.value)
+    assert message.startswith("5 problem(s) in the input files (12 files of 6 samples checked)")
+    for name in ("s0.jpg: empty file", "s1.jpg: ", "s2.png: ",
+                 "s3.png: ", f"s4.png: {W}x{H + 2}"):
+        assert name in message, name
+    assert "s5" not in message
+
+
+def test_verify_decides_by_full_decode_without_the_end_marker(tmp_path):
+    path = _write(tmp_path / "a.jpg", _rgb(0))
+    path.write_bytes(path.read_bytes() + b"\0" * 200)  # EOI no longer in the tail: full decode
+    assert image_header(path)[:2] == (W, H)
+    png = _write(tmp_path / "m.png", _mask(0)).read_bytes()
+    (tmp_path / "m.png").write_bytes(png[:-12])  # only IEND lost: every pixel still decodes
+    assert image_header(tmp_path / "m.png")[:2] == (W, H)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+from dataclasses import asdict
 import socket
 from pathlib import Path
 
@@ -33,8 +35,8 @@ def _argv(toy: Path, save_path: Path, train_type: str, *extra: str) -> list[str]
 
 
 def run(toy: Path, save_path: Path, train_type: str, *extra: str) -> dict:
-    """train.main on the toy set with the tiny test recipe (``extra`` overrides flags)."""
-    return train.main(train.get_args_parser().parse_args(_argv(toy, save_path, train_type, *extra)))
+    """train.train on the toy set with the tiny test recipe (``extra`` overrides flags)."""
+    return asdict(train.train(train.parse_config(_argv(toy, save_path, train_type, *extra))))
 
 
 def _train_state(path: Path) -> dict:
@@ -100,7 +102,7 @@ def test_finetune_init_copies_exactly_the_documented_tensors(chain: tuple[Path, 
 
 def test_overfitting_a_fixed_batch_lowers_the_loss(toy: Path) -> None:
     torch.manual_seed(0)
-    args = train.get_args_parser().parse_args(["--train_type", "finetune", "--lr", "1e-2"])
+    args = train.parse_config(["--train_type", "finetune", "--lr", "1e-2"])
     model = FSNet("resnet50")
     model.train()
     optimizer = train.build_optimizer(model, args)
@@ -144,7 +146,7 @@ def _ddp_worker(rank: int, argv: list[str], port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
-    summary = train.main(train.get_args_parser().parse_args(argv))
+    summary = asdict(train.train(train.parse_config(argv)))
     Path(out, f"rank{rank}.json").write_text(json.dumps(summary))
 
 
@@ -181,17 +183,25 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy: Path, tmp_path: Path
         return (loss_s * float("nan"), loss_e) if len(calls) == 2 else (loss_s, loss_e)
 
     monkeypatch.setattr(train, "bce_loss", poisoned)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss .* batch 2\. .*last good"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* batch 2\. .*last good") as stop:
         run(toy, tmp_path, "pretrain_rgb", "--max_samples", "4", "--save_every", "1")
-    state = _train_state(tmp_path / "FSNet" / "pretrain_rgb" / "last.pth")
+    out = tmp_path / "FSNet" / "pretrain_rgb"
+    state = _train_state(out / "last.pth")
     assert state["global_step"] == 1 and state["batch_in_epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # the advice is a complete command that works: it resumes the kept state at lr/10, logged
+    command = str(stop.value).split("learning rate: ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "train.py"] and f"--resume {out / 'last.pth'}" in command
+    assert train.main(argv[2:]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["changed_on_resume"] == {"lr": [2e-3, 2e-4]} and info["summary"]["finished"]
+    assert info["summary"]["global_step"] == 2 and info["resumed_from"] == str(out / "last.pth")
 
 
 def test_clear_errors(toy: Path, tmp_path: Path, chain: tuple[Path, dict]) -> None:
     with pytest.raises(FileNotFoundError, match="Training folder not found"):
-        train.main(train.get_args_parser().parse_args(
-            _argv(tmp_path / "nowhere", tmp_path, "pretrain_rgb")))
+        run(tmp_path / "nowhere", tmp_path, "pretrain_rgb")
     with pytest.raises(FileNotFoundError, match="finetune needs the pretrain_rgb weights"):
         run(toy, tmp_path, "finetune")
     with pytest.raises(ValueError, match="fewer than one batch"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ def _keys(backbone: str) -> tuple[str, ...]:
 
 
 def test_defaults_are_the_papers() -> None:
-    args = train.get_args_parser().parse_args(["--train_type", "finetune"])
+    args = train.parse_config(["--train_type", "finetune"])
+    assert args == train.TrainConfig("finetune") and args.device == "auto" and args.workers == 4
     assert (args.epoch, args.lr, args.batchsize, args.trainsize) == (20, 2e-3, 16, 352)
     assert (args.momentum, args.weight_decay, args.rates) == (0.9, 5e-4, [0.75, 1.0, 1.25])
     assert (args.decay_epoch, args.gamma, args.amp, args.flow_bn_stats) == (19, 0.1, "off", "rgb")
@@ -36,11 +38,26 @@ def test_multiscale_sizes_match_official_rounding() -> None:
 
 
 def test_lr_schedule_last_epoch_decayed() -> None:
-    args = train.get_args_parser().parse_args(["--train_type", "pretrain_rgb"])
-    lrs = [train.lr_for_epoch(args, e) for e in range(args.epoch)]
+    config = train.parse_config(["--train_type", "pretrain_rgb"])
+    lrs = [train.lr_at(e, config) for e in range(config.epoch)]
     assert lrs[:19] == [2e-3] * 19 and lrs[19] == pytest.approx(2e-4)
-    args.decay_epoch = 20  # pre-PyTorch-1.1 behaviour: never decays within 20 epochs
-    assert {train.lr_for_epoch(args, e) for e in range(20)} == {2e-3}
+    config.decay_epoch = 20  # pre-PyTorch-1.1 behaviour: never decays within 20 epochs
+    assert {train.lr_at(e, config) for e in range(20)} == {2e-3}
+
+
+def test_old_flag_spellings_are_aliases() -> None:
+    old = train.parse_config(["--train_type", "finetune", "--num_workers", "0",
+                              "--dataset_path", "data"])
+    new = train.parse_config(["--train_type", "finetune", "--workers", "0", "--data_root", "data"])
+    assert old == new and (new.workers, new.data_root) == (0, "data")
+
+
+def test_config_argv_round_trips() -> None:
+    config = train.parse_config(["--train_type", "pretrain_flow", "--lr", "1e-4", "--rates", "1",
+                                 "--hflip", "--resume", "auto", "--workers", "0"])
+    argv = train.config_argv(config)
+    assert train.parse_config(argv) == config
+    assert "--epoch" not in argv  # defaults are left out
 
 
 def test_per_rank_batch() -> None:
@@ -121,10 +138,32 @@ def test_rng_round_trip() -> None:
 
 
 def test_resume_refuses_changed_recipe(tmp_path: Path) -> None:
-    args = vars(train.get_args_parser().parse_args(["--train_type", "finetune"]))
-    check_resume_args(args, {**args, "epoch": 30, "num_workers": 0}, tmp_path)  # allowed
+    args = asdict(train.parse_config(["--train_type", "finetune"]))
+    assert check_resume_args(args, {**args, "epoch": 30, "workers": 0}, tmp_path) == {}  # allowed
     with pytest.raises(ValueError, match="--batchsize: checkpoint 16, now 8"):
-        check_resume_args(args, {**args, "batchsize": 8}, tmp_path)
+        check_resume_args(args, {**args, "batchsize": 8, "lr": 1e-4}, tmp_path)
+    # lr and amp may change on purpose (the way out of a diverged run); the change is returned
+    assert check_resume_args(args, {**args, "lr": 1e-4, "amp": "bf16"}, tmp_path) == {
+        "lr": [2e-3, 1e-4], "amp": ["off", "bf16"]}
+
+
+def _env1() -> DistEnv:
+    return _env(0, 1)
+
+
+def test_argument_problems_are_reported_together() -> None:
+    config = train.parse_config(["--train_type", "finetune", "--lr", "nan", "--trainsize", "80",
+                                 "--batchsize", "1", "--workers", "-1", "--epoch", "0"])
+    with pytest.raises(ValueError) as error:
+        train.check_config(config, _env1())
+    message = str(error.value)
+    for fragment in ("5 invalid", "--lr nan", "--trainsize 80", "e.g. 64", "--batchsize 1",
+                     "--workers -1", "--epoch 0"):
+        assert fragment in message, fragment
+    frozen = train.parse_config(["--train_type", "finetune", "--batchsize", "1", "--freeze_bn"])
+    assert train.check_config(frozen, _env1()) == [256, 352, 448]  # 1 per rank is fine with frozen BN
+    with pytest.raises(ValueError, match="multiple of the world size 3"):
+        train.check_config(train.parse_config(["--train_type", "finetune"]), _env(0, 3))
 
 
 def test_load_train_state_names_the_file_and_the_fix(tmp_path: Path) -> None:

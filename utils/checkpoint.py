@@ -1,6 +1,11 @@
-"""FSNet checkpoint I/O: atomic save, tolerant load, backbone detection, readable key errors."""
+"""FSNet checkpoint I/O: atomic save, guarded load, backbone detection, readable key errors.
+
+Every tool reads checkpoints through :func:`load_torch_file`, which refuses a file holding a NaN or
+inf tensor (naming the file and the first such tensor); train.py never writes one.
+"""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,10 +24,44 @@ _RES2NET_STEM = "resnet.conv1_rgb.0.weight"
 _CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
 
 
+class _WriteErrors:
+    """Writable file wrapper that remembers the ``OSError`` of a failed write: ``torch.save``
+    reports it as an unrelated ``RuntimeError`` (e.g. "unexpected pos"), losing "disk full"."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_checkpoint(obj: Any, path: PathLike) -> None:
-    """``torch.save(obj, path)`` through a temp file + ``os.replace`` (no partial file on error)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save(obj, path)`` through a temp file + ``os.replace`` (no partial file on error).
+
+    A failed write (e.g. no space left on device) raises its ``OSError`` naming ``path``.
+    """
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            writer = _WriteErrors(handle)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        if error.filename is None or Path(error.filename).name.endswith(".tmp"):
+            error.filename = str(path)
+        raise
 
 
 def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -46,16 +85,45 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str) -> Any:
-    """``torch.load`` on CPU with ``weights_only=True``; a missing or unreadable file raises an error
-    naming ``path`` followed by the caller's fix."""
+def first_non_finite(obj: Any, name: str = "") -> str | None:
+    """``"<key path> (<n> of <m> values are NaN/inf)"`` for the first floating-point tensor in
+    ``obj`` (nested dicts, lists, tuples) holding a NaN or inf, or ``None`` if every one is finite."""
+    if isinstance(obj, Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            bad = int((~torch.isfinite(obj)).sum())
+            return f"{name or 'tensor'} ({bad} of {obj.numel()} values are NaN/inf)"
+        return None
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str, mmap: bool = False) -> Any:
+    """``torch.load`` on CPU with ``weights_only=True``; a missing or unreadable file, or one
+    holding a NaN/inf tensor, raises an error naming ``path`` followed by the caller's fix.
+    ``mmap=True`` maps the file instead of reading it and skips the NaN/inf scan (metadata peeks)."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"Checkpoint {path} does not exist. {missing_fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         raise BadInputError(f"Cannot read checkpoint {path}: {error}. {unreadable_fix}") from error
+    bad = None if mmap else first_non_finite(obj)
+    if bad is not None:
+        raise BadInputError(
+            f"checkpoint {path} holds non-finite values, first {bad}",
+            "the weights are broken (a diverged training); use an earlier checkpoint, or resume "
+            "the run's last good last.pth with a lower --lr")
+    return obj
 
 
 def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:

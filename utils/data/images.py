@@ -6,6 +6,7 @@ Masks are converted to grey by :func:`utils.io.mask_to_gray` (rules there); then
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
@@ -97,26 +98,39 @@ class ImageHeader(NamedTuple):
 def image_header(path: PathLike) -> ImageHeader:
     """Size and mode of an image from its header, without decoding the pixels.
 
-    Also checks that a PNG / JPEG file is complete (its end marker lies in the last KiB), so a
-    truncated copy is found here rather than when its batch comes up. Raises ``BadInputError``
-    (``MissingInputError`` if it does not exist) naming the file.
+    Also checks that the file is complete: an empty file is refused, and a PNG / JPEG whose end
+    marker is not in its last KiB is decoded once in full to tell a truncated file from one
+    with trailing bytes. So a broken copy is found here rather than when its batch comes up.
+    Raises ``BadInputError`` (``MissingInputError`` if it does not exist) naming the file.
     """
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise OSError("empty file (0 bytes)")
         with Image.open(path) as image:
             header, fmt = ImageHeader(image.width, image.height, image.mode), image.format
-        marker = _END_MARKERS.get(fmt or "")
-        if marker is not None:
-            with open(path, "rb") as handle:
-                handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
-                if marker not in handle.read():
-                    raise OSError(f"truncated {fmt} file (no end marker)")
+            if not _ends_with_marker(path, fmt):
+                try:
+                    image.load()
+                except Exception as error:  # PIL raises several unrelated exception types
+                    raise OSError(f"truncated {fmt} file (no end marker; {error})") from error
         return header
     except FileNotFoundError as error:
         raise MissingInputError(f"image {path} not found", "check the path") from error
     except Exception as error:  # PIL raises several unrelated exception types
-        raise BadInputError(f"Cannot read image {path}: {error}",
+        raise BadInputError(f"Cannot read image {path}: {' '.join(str(error).split())}",
                             "re-export it as PNG/JPEG or remove it") from error
+
+
+def _ends_with_marker(path: Path, image_format: Optional[str]) -> bool:
+    """True if the file ends with its format's trailer (PNG ``IEND``, JPEG ``EOI``); False for
+    other formats, which are then decoded to be checked."""
+    marker = _END_MARKERS.get(image_format or "")
+    if marker is None:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - TAIL_BYTES))
+        return marker in handle.read()
 
 
 def check_images(paths: Iterable[PathLike], same_size: Iterable[Sequence[PathLike]] = (),

@@ -15,9 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from utils.device import resolve_device
-
 from utils.cli import BadInputError
+from utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,19 @@ class DistEnv:
         return self.world_size > 1
 
 
-def setup(requested_device: str | None = None) -> DistEnv:
+def rank_from_env() -> int:
+    """This process's global rank as torchrun announces it (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(requested_device: str | None = "auto") -> DistEnv:
     """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and start the process group.
 
     Without torchrun this returns a world of size 1 and starts nothing. The backend is NCCL on
     CUDA and gloo on the CPU.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = rank_from_env()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(requested_device, local_rank)
     if device.type == "cuda":
@@ -81,6 +85,11 @@ def mean_over_ranks(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= env.world_size
     return values
+
+
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True on every rank if ``flag`` is true on at least one (a collective: call on all ranks)."""
+    return bool(mean_over_ranks(torch.tensor([float(flag)], device=env.device), env).item() > 0)
 
 
 def gather_objects(obj: Any, env: DistEnv) -> list[Any]:

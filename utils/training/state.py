@@ -7,9 +7,11 @@
 * ``epoch`` (0-based epoch to run next), ``batch_in_epoch`` (global batches of that epoch already
   done), ``global_step`` (batches done in all), ``finished`` (all epochs done);
 * ``rng``: the python / numpy / torch / CUDA generator states of every rank, by rank;
-* ``args``: the run's arguments, checked against the resuming run's.
+* ``args``: the run's ``TrainConfig`` as a dict, checked against the resuming run's.
 
-The learning rate is a pure function of the epoch (see ``train.lr_for_epoch``) and the data order
+Every tensor of a saved state is finite (train.py checks before saving, and every reader
+refuses a file with a NaN/inf tensor). The learning rate is a pure function of the epoch (see
+``train.lr_at``) and the data order
 a pure function of ``(seed, epoch)``, so these fields are all a resumed run needs to continue
 bit-identically.
 """
@@ -33,6 +35,9 @@ RESUME_MUST_MATCH = (
     "lr", "momentum", "weight_decay", "decay_epoch", "gamma", "amp", "sync_bn", "freeze_bn",
     "flow_bn_stats", "gt_mode", "drop_unpaired", "hflip",
 )
+#: Of those, the ones a resume may change on purpose (logged and recorded in run.json): the way
+#: out of a diverged run is to continue its last good state with a lower lr or another AMP mode.
+RESUME_MAY_CHANGE = ("lr", "amp")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -91,7 +96,9 @@ def peek_state(path: str | Path) -> dict[str, Any]:
     for a missing file or a bare state_dict without training metadata."""
     if not Path(path).is_file():
         return {}
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = load_torch_file(path, missing_fix="", mmap=True,
+                            unreadable_fix="It is not a checkpoint written by train.py (or it is "
+                                           "damaged); point the flag at another file.")
     return state if isinstance(state, dict) else {}
 
 
@@ -100,19 +107,21 @@ def is_finished(path: str | Path) -> bool:
     return peek_state(path).get("finished") is True
 
 
-def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """``ValueError`` listing every argument in :data:`RESUME_MUST_MATCH` that changed."""
-    changed = [
-        f"--{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
-        for key in RESUME_MUST_MATCH
-        if _normalise(saved.get(key)) != _normalise(current.get(key))
-    ]
+def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path
+                      ) -> dict[str, list[Any]]:
+    """``ValueError`` listing every argument in :data:`RESUME_MUST_MATCH` that changed, except
+    those in :data:`RESUME_MAY_CHANGE`, which are returned as ``{name: [saved, now]}``."""
+    differ = [key for key in RESUME_MUST_MATCH
+              if _normalise(saved.get(key)) != _normalise(current.get(key))]
+    changed = [f"--{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
+               for key in differ if key not in RESUME_MAY_CHANGE]
     if changed:
         raise BadInputError(
             f"Cannot resume from {path}: these arguments differ from the interrupted run, so it "
             "would not continue the same training:\n  " + "\n  ".join(changed)
             + "\nRun with the original values, or start a new run (--run_name / --overwrite)."
         )
+    return {key: [saved.get(key), current.get(key)] for key in differ}
 
 
 def _normalise(value: Any) -> Any:
