@@ -41,7 +41,7 @@ from lib.backbones import BACKBONES, load_imagenet_weights
 from lib.backbones.imagenet import find_imagenet_file
 from lib.fsnet import FSNet
 from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
-from utils.cli import BadInputError, MissingInputError, UserError, make_parser, progress, run_guarded
+from utils.cli import BadInputError, UserError, make_parser, progress, run_guarded
 from utils.data.dataset import GT_MODES, TRAIN_TYPES, TrainDataset
 from utils.data.verify import verify_samples
 from utils.io import save_json
@@ -56,6 +56,7 @@ from utils.training.state import (
     capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
     save_train_state,
 )
+from utils.weights import NO_IMAGENET_HINT, add_offline_argument, user_errors
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -79,6 +80,7 @@ class TrainConfig:
     backbone: str = "res2net50"
     imagenet: str | None = None
     no_imagenet: bool = False
+    offline: bool = False
     rgb_ckpt: str | None = None
     flow_ckpt: str | None = None
     flow_bn_stats: str = "rgb"
@@ -301,11 +303,8 @@ def imagenet_file(config: TrainConfig) -> Path | None:
     """The ImageNet file a pretraining stage starts from (None: random init or not needed)."""
     if config.no_imagenet:
         return None
-    try:
-        return find_imagenet_file(config.backbone, config.imagenet)
-    except FileNotFoundError as error:
-        raise MissingInputError(str(error), "or pass --no_imagenet to start from random weights "
-                                "(demo/tests only)") from None
+    with user_errors(NO_IMAGENET_HINT):  # a local file first, else downloaded unless offline
+        return find_imagenet_file(config.backbone, config.imagenet, config.offline)
 
 
 # ----------------------------------------------------------------------------- building
@@ -608,6 +607,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="ImageNet backbone file (default: search snapshot/backbone/, torch hub)")
     model.add_argument("--no_imagenet", action="store_true",
                        help="pretraining stages start from random weights (demo/tests only)")
+    add_offline_argument(model)
     model.add_argument("--rgb_ckpt", default=d.rgb_ckpt, metavar="PATH",
                        help="finetune: pretrain_rgb weights (default: that stage's last.pth)")
     model.add_argument("--flow_ckpt", default=d.flow_ckpt, metavar="PATH",

@@ -14,7 +14,6 @@ from utils.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDa
 from utils.data.davis_import import import_davis
 from utils.flow.color import flow_from_color, flow_to_color
 from utils.data.images import check_images, image_header, read_mask_official
-from utils.data.images import read_mask_official
 from utils.data.verify import verify_samples
 
 H, W, S = 24, 32, 16

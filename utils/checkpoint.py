@@ -134,8 +134,8 @@ def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
     """
     obj = load_torch_file(
         path,
-        missing_fix="The released model goes to snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth "
-                    "(see snapshot/README.md).",
+        missing_fix="The released model goes to snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth: "
+                    "python -m utils.weights fsnet prints where to get it.",
         unreadable_fix="The file is truncated, not a PyTorch file, or stores Python objects other "
                        "than tensors/numbers/strings/containers.")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
