@@ -6,7 +6,6 @@ inf tensor (naming the file and the first such tensor); train.py never writes on
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,10 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from lib.fsnet import FSNet
+from lib.hub import WeightsCorruptError, WeightsNotFoundError
+from lib.state_dict import compare_state_dicts, read_weights_file, strip_prefixes
 from utils.cli import BadInputError, MissingInputError
 from utils.io import PathLike, atomic_path
 
-_PREFIXES = ("module.", "_orig_mod.")
 #: Key whose shape tells the backbone: a 4-D 7x7 stem conv (ResNet) or a deep-stem Sequential.
 _RESNET_STEM = "resnet.conv1_rgb.weight"
 _RES2NET_STEM = "resnet.conv1_rgb.0.weight"
@@ -64,20 +64,6 @@ def save_checkpoint(obj: Any, path: PathLike) -> None:
         raise
 
 
-def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Remove leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile)."""
-    out = {}
-    for key, value in state_dict.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
-        out[key] = value
-    return out
-
-
 def _describe(obj: Any) -> str:
     if isinstance(obj, Mapping):
         keys = list(obj)
@@ -110,13 +96,13 @@ def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str, mmap:
     """``torch.load`` on CPU with ``weights_only=True``; a missing or unreadable file, or one
     holding a NaN/inf tensor, raises an error naming ``path`` followed by the caller's fix.
     ``mmap=True`` maps the file instead of reading it and skips the NaN/inf scan (metadata peeks)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"Checkpoint {path} does not exist. {missing_fix}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise BadInputError(f"Cannot read checkpoint {path}: {error}. {unreadable_fix}") from error
+        obj = read_weights_file(path, mmap=mmap)
+    except WeightsNotFoundError:
+        raise MissingInputError(f"Checkpoint {path} does not exist. {missing_fix}") from None
+    except WeightsCorruptError as error:
+        raise BadInputError(f"Cannot read checkpoint {error.what[len('cannot read '):]}. "
+                            f"{unreadable_fix}") from error
     bad = None if mmap else first_non_finite(obj)
     if bad is not None:
         raise BadInputError(
@@ -171,28 +157,19 @@ def load_model_weights(
     listing up to 10 of each; with ``strict=False`` only shape mismatches raise.
     """
     state_dict = strip_prefixes(state_dict)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if mismatched or (strict and (missing or unexpected)):
+    diff = compare_state_dicts(model.state_dict(), state_dict)
+    if diff.mismatched or (strict and diff):
         try:
             looks_like = f"an FSNet {detect_backbone(state_dict)} state_dict"
         except ValueError:
             looks_like = _describe(state_dict)
         raise BadInputError(
             f"State dict does not fit {type(model).__name__}"
-            f"({getattr(model, 'backbone_name', '?')}): {len(missing)} missing {missing[:10]}, "
-            f"{len(unexpected)} unexpected {unexpected[:10]}, {len(mismatched)} shape "
-            f"mismatches {mismatched[:10]}. The file looks like {looks_like} with "
-            f"{len(state_dict)} keys."
+            f"({getattr(model, 'backbone_name', '?')}): {diff.describe()}. The file looks like "
+            f"{looks_like} with {len(state_dict)} keys."
         )
     model.load_state_dict(state_dict, strict=strict)
-    return missing, unexpected
+    return diff.missing, diff.unexpected
 
 
 def build_model_from_checkpoint(

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from lib import hub
 from lib.backbones.streams import STREAMS, backbone_spec
 from lib.hub import WeightsCorruptError, WeightsNotFoundError, verify_hash_in_name
+from lib.state_dict import compare_state_dicts, read_weights_file
 
 FLAG = "--imagenet"
 
@@ -60,10 +61,7 @@ def _source_key(stream_key: str) -> str:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     """The bare state_dict stored in ``path``; ``ValueError`` naming the file otherwise."""
     fix = "download it again (docs/weights.md lists the accepted files)"
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsCorruptError(f"cannot read ImageNet weights {path}: {error}", fix) from error
+    obj = read_weights_file(path)
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightsCorruptError(f"{path} is not a bare state_dict (name -> tensor)", fix)
     return obj
@@ -82,21 +80,11 @@ def load_imagenet_weights(model: nn.Module, path: str | Path | None = None,
     verify_hash_in_name(file)
     source = {k: v for k, v in _read_state_dict(file).items() if not k.startswith("fc.")}
     targets = model.resnet.state_dict()
-    wanted = {_source_key(key) for key in targets}
-    missing = sorted(
-        k for k in wanted - source.keys() if not k.endswith("num_batches_tracked")
-    )
-    unexpected = sorted(source.keys() - wanted)
-    mismatched = sorted(
-        k for k in targets
-        if _source_key(k) in source and source[_source_key(k)].shape != targets[k].shape
-    )
-    if missing or unexpected or mismatched:
+    wanted = {_source_key(key): value for key, value in targets.items()}
+    diff = compare_state_dicts(wanted, source, optional=lambda k: k.endswith("num_batches_tracked"))
+    if diff:
         raise WeightsCorruptError(
-            f"{file} does not fit backbone {model.backbone_name!r}: "
-            f"{len(missing)} missing (e.g. {missing[:10]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:10]}), {len(mismatched)} with other shapes "
-            f"(e.g. {mismatched[:10]})",
+            f"{file} does not fit backbone {model.backbone_name!r}: {diff.describe()}",
             f"use {' or '.join(backbone_spec(model.backbone_name).IMAGENET_FILES)}")
     with torch.no_grad():
         for key, target in targets.items():

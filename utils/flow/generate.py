@@ -50,12 +50,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lib.state_dict import read_weights_file
 from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
 from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path
-from utils.weights import raft_weights_file
+from utils.weights import raft_weights_file, user_errors
 
 METHODS = ("dis", "farneback", "raft")
 RAFT_MODELS = ("raft_large", "raft_small")
@@ -101,7 +102,8 @@ def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "
         raise BadInputError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
     path = raft_weights_file(weights, model, offline)
     net = getattr(optical_flow, model)(weights=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with user_errors():
+        state = read_weights_file(path)
     try:
         net.load_state_dict(state)
     except RuntimeError as error:

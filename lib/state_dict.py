@@ -1,0 +1,80 @@
+"""Reading weight files and comparing state_dicts: the repository's one guarded ``torch.load``
+and its one readable key diff (used by ``lib`` and, through ``utils.checkpoint``, every tool).
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from lib.hub import WeightsCorruptError, WeightsNotFoundError
+
+PREFIXES = ("module.", "_orig_mod.")
+SHOWN_KEYS = 10
+UNREADABLE_FIX = ("the file is truncated, not a PyTorch file, or stores Python objects other than "
+                  "tensors/numbers/strings/containers: download or export it again")
+
+
+def read_weights_file(path: str | Path, mmap: bool = False) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True`` (no code from the file runs).
+
+    Raises :class:`~lib.hub.WeightsNotFoundError` (a ``FileNotFoundError``) or
+    :class:`~lib.hub.WeightsCorruptError` (a ``ValueError``) naming the file. ``mmap=True`` maps
+    the file instead of reading it (cheap metadata peeks).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path} does not exist", "check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError) as error:
+        raise WeightsCorruptError(f"cannot read {path}: {' '.join(str(error).split())}",
+                                  UNREADABLE_FIX) from error
+
+
+def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Remove leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile)."""
+    out = {}
+    for key, value in state_dict.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+@dataclass
+class KeyDiff:
+    """How a given state_dict differs from the expected one (keys in the expected order)."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # "key: file (shape) vs model (shape)"
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """``"2 missing [...], 1 unexpected [...], 0 shape mismatches []"`` (first 10 of each)."""
+        return (f"{len(self.missing)} missing {self.missing[:SHOWN_KEYS]}, "
+                f"{len(self.unexpected)} unexpected {self.unexpected[:SHOWN_KEYS]}, "
+                f"{len(self.mismatched)} shape mismatches {self.mismatched[:SHOWN_KEYS]}")
+
+
+def compare_state_dicts(expected: Mapping[str, Tensor], given: Mapping[str, Tensor],
+                        optional: Callable[[str], bool] = lambda key: False) -> KeyDiff:
+    """Missing (unless ``optional(key)``), unexpected and mis-shaped keys of ``given``."""
+    return KeyDiff(
+        missing=[k for k in expected if k not in given and not optional(k)],
+        unexpected=[k for k in given if k not in expected],
+        mismatched=[f"{k}: file {tuple(given[k].shape)} vs model {tuple(v.shape)}"
+                    for k, v in expected.items() if k in given and given[k].shape != v.shape])
