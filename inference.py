@@ -15,7 +15,10 @@ Own video (a video file or a folder of frames)::
 extracts the frames, computes flow (``utils.flow.generate``, last frame by backward flow so every frame
 gets a mask), and writes ``<test_save>/Video/<name>/<frame>.png`` plus ``<test_save>/Video/<name>.gif``
 (mask tinted over the frames). See docs/inference.md for the two modes, the
-last-frame policy and the CRF option.
+last-frame policy, the CRF option, the backends and the checks made before any work.
+
+Library use: ``predict(InferenceConfig(...)) -> InferenceResult``; command line:
+``main(argv) -> exit status``.
 """
 from __future__ import annotations
 
@@ -24,13 +27,13 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from utils.cli import UserError, BadInputError, MissingInputError, make_parser, run_guarded
+from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
 from utils.data.dataset import TestDataset
 from utils.data.images import list_images
 from utils.device import resolve_device
@@ -133,8 +136,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
                         help="plain: the unmodified FSNet forward; eager/jit: BN-folded appearance "
                              "network op by op / TorchScript; onnx: it in ONNX Runtime (CPU, "
-                             "pip install onnxruntime); auto: onnx if installed else eager on the "
-                             "CPU, eager on CUDA")
+                             "pip install onnx onnxruntime); auto: onnx if installed, else jit, on the "
+                             "CPU; eager on CUDA or with --amp")
     parser.add_argument("--no_fast", dest="backend", action="store_const", const="plain",
                         help="alias of --backend plain")
     parser.add_argument("--amp", nargs="?", const="bf16", choices=tuple(AMP_DTYPES),

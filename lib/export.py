@@ -38,7 +38,7 @@ PathLike = Union[str, Path]
 OPSET = 17
 #: Largest accepted ``max |onnx - torch|`` as a fraction of the PyTorch logit range.
 TOLERANCE = 1e-4
-ONNXRUNTIME_INSTALL = "pip install onnxruntime (or pip install -r requirements-extra.txt)"
+ONNXRUNTIME_INSTALL = "pip install onnx onnxruntime (or pip install -r requirements-extra.txt)"
 _PREFIXES = ("module.", "_orig_mod.")
 _RES2NET_STEM = "resnet.conv1_rgb.0.weight"
 _CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
@@ -182,12 +182,15 @@ def onnx_predictor(model: FSNet, testsize: int = 352) -> "OnnxPredictor":
 
 
 def require_onnxruntime():
-    """Import ``onnxruntime`` or raise ``ImportError`` with the install command."""
+    """Import ``onnxruntime`` (and check that ``onnx``, which the exporter needs, is importable) or
+    raise ``ImportError`` with the install command; return the ``onnxruntime`` module."""
     try:
+        import onnx  # noqa: F401  (torch.onnx.export serialises with it)
         import onnxruntime
     except ImportError as error:
-        raise ImportError(f"the onnx backend needs the optional package onnxruntime, which is not "
-                          f"installed — {ONNXRUNTIME_INSTALL}, or use another --backend") from error
+        raise ImportError(f"the onnx backend needs the optional packages onnx and onnxruntime "
+                          f"({error.name or 'one of them'} is not installed) — "
+                          f"{ONNXRUNTIME_INSTALL}, or use another --backend") from error
     return onnxruntime
 
 
@@ -275,6 +278,7 @@ def export(model_path: PathLike, out: PathLike, testsize: int = 352,
     """
     if testsize < 32 or testsize % 32:
         raise ValueError(f"--testsize {testsize} is not a positive multiple of 32 — use e.g. 352")
+    require_onnxruntime()
     out = Path(out)
     if out.resolve() == Path(model_path).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself — choose another file name")

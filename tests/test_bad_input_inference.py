@@ -131,7 +131,7 @@ def test_bad_numbers(capsys, data, tmp_path, flag, value):
 def test_onnx_without_onnxruntime(capsys, data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--backend", "onnx")
-    assert "pip install onnxruntime" in line
+    assert "pip install onnx onnxruntime" in line
 
 
 def test_onnx_with_autocast(capsys, data, tmp_path):

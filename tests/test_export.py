@@ -22,9 +22,9 @@ from lib.verify import randomize_weights
 from tests.cli_checks import assert_user_error, checksums
 from utils.checkpoint import save_checkpoint
 
-HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
-needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed (optional extra: "
-                                                   "pip install -r requirements-extra.txt)")
+HAS_ORT = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx/onnxruntime not installed (optional "
+                                                   "extra: pip install -r requirements-extra.txt)")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def checkpoint(model, tmp_path_factory) -> Path:
 def test_adaptive_pool_export_matches_torch_bins():
     """The exported pooling reproduces PyTorch's bins, also when they overlap (bins > size)."""
     if not HAS_ORT:
-        pytest.skip("onnxruntime not installed")
+        pytest.skip("onnx/onnxruntime not installed (optional extra)")
     import io
 
     class Pool(torch.nn.Module):
@@ -111,11 +111,14 @@ def test_command_line_export_errors(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_require_onnxruntime_names_the_install_command(monkeypatch):
+def test_require_onnxruntime_names_the_install_command(checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    with pytest.raises(ImportError, match="pip install onnxruntime"):
+    with pytest.raises(ImportError, match="pip install onnx onnxruntime"):
         export.require_onnxruntime()
-    assert inference.resolve_backend("auto", torch.device("cpu")) == "eager"
+    code = export.main(["--model_path", str(checkpoint), "--out", str(tmp_path / "x.onnx")])
+    assert_user_error(code, capsys.readouterr().err, "onnxruntime is not installed",
+                      "pip install onnx onnxruntime")
+    assert inference.resolve_backend("auto", torch.device("cpu")) == "jit"
 
 
 def _tiny_testset(root: Path) -> Path:

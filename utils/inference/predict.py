@@ -41,7 +41,7 @@ Predictor = Callable[[Tensor, Tensor], Tensor]
 BACKENDS = ("auto", "plain", "eager", "jit", "onnx")
 #: ``--backend auto`` on the CPU: the first of these that is installed (measured fastest first,
 #: docs/benchmarks.md#inference).
-CPU_AUTO_ORDER = ("onnx", "eager")
+CPU_AUTO_ORDER = ("onnx", "jit")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--batchsize auto``: small batches on the CPU (large ones only add memory traffic), 32 on CUDA.
 AUTO_BATCH = {"cpu": 1, "cuda": 32}
@@ -60,9 +60,9 @@ class PlainPredictor(nn.Module):
 
 
 def onnxruntime_available() -> bool:
-    """Whether the optional ``onnxruntime`` package can be imported."""
+    """Whether the optional ``onnx`` and ``onnxruntime`` packages can be imported."""
     try:
-        return importlib.util.find_spec("onnxruntime") is not None
+        return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
     except ValueError:  # a module set to None in sys.modules (tests simulate its absence so)
         return False
 
@@ -74,8 +74,7 @@ def resolve_backend(backend: str, device: torch.device, amp: str = "off") -> str
     if backend == "auto":
         if device.type != "cpu" or amp != "off":
             return "eager"  # autocast runs op by op; ONNX Runtime here is CPU float32 only
-        return next((name for name in CPU_AUTO_ORDER
-                     if name != "onnx" or onnxruntime_available()), "eager")
+        return next(name for name in CPU_AUTO_ORDER if name != "onnx" or onnxruntime_available())
     if backend == "onnx":
         if device.type != "cpu" or amp != "off":
             raise BadInputError(f"--backend onnx runs float32 on the CPU (asked: --device {device}, "
