@@ -391,6 +391,9 @@ def predict(config: InferenceConfig) -> InferenceResult:
         options = PredictOptions(mode=config.mode, threshold=config.threshold, batchsize=batchsize,
                                  workers=workers, amp=config.amp, crf=config.crf,
                                  skip_existing=config.skip_existing, fixed_batch=backend == "jit",
+                                 # ONNX Runtime runs the network on its own threads; torch's
+                                 # post-processing must not take (and spin on) the same cores.
+                                 torch_threads=1 if backend == "onnx" else None,
                                  show_progress=config.show_progress)
         reports, unpredicted, total = [], [], PredictionStats()
         for name, dataset in jobs:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import sys
 import tempfile
@@ -185,8 +186,8 @@ def require_onnxruntime():
     """Import ``onnxruntime`` (and check that ``onnx``, which the exporter needs, is importable) or
     raise ``ImportError`` with the install command; return the ``onnxruntime`` module."""
     try:
-        import onnx  # noqa: F401  (torch.onnx.export serialises with it)
         import onnxruntime
+        importlib.import_module("onnx")  # torch.onnx.export serialises with it
     except ImportError as error:
         raise ImportError(f"the onnx backend needs the optional packages onnx and onnxruntime "
                           f"({error.name or 'one of them'} is not installed) — "
@@ -202,6 +203,9 @@ class OnnxPredictor:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # No busy-waiting between calls: the loader and writer threads share the cores, and on a
+        # shared 2-core machine spinning threads measured 1.5x slower (docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

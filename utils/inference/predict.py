@@ -17,12 +17,15 @@ request to the last file on disk.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import importlib.util
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -133,11 +136,19 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
     return _wrap(model, backend, testsize, device), model.backbone_name
 
 
+def _return_freed_memory() -> None:
+    """Hand heap memory freed by the checkpoint load back to the OS (glibc ``malloc_trim``)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _wrap(model: nn.Module, backend: str, testsize: int, device: torch.device) -> Predictor:
     if backend == "plain":
         return PlainPredictor(model).to(device)
     if backend == "onnx":
         from lib.export import onnx_predictor
+        _return_freed_memory()  # the export's peak (~3 copies of the weights) starts lower
         return onnx_predictor(model, testsize)
     from lib.fast import build_fast_model
     return build_fast_model(model, backend=backend).to(device)
@@ -208,6 +219,18 @@ def _check_finite(logits: Tensor, batch: dict) -> None:
                         "check the checkpoint (an earlier epoch?), try --amp off or --backend plain")
 
 
+@contextlib.contextmanager
+def _torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run with ``count`` torch threads (``None``: unchanged), restoring the previous number."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class PredictOptions:
     """How :func:`predict_dataset` runs: output mode, batching, precision and resuming."""
@@ -220,6 +243,7 @@ class PredictOptions:
     crf: bool = False
     skip_existing: bool = False
     fixed_batch: bool = False  # pad the last batch (traced backends: one trace per shape)
+    torch_threads: Optional[int] = None  # torch threads during the loop (onnx: 1, see predict.py)
     show_progress: bool = True
 
 
@@ -244,7 +268,7 @@ def predict_dataset(predictor: Predictor, dataset: TestDataset, out_dir: Path, d
     dtype = AMP_DTYPES[options.amp]
     pending: List[Future] = []
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool, \
+    with _torch_threads(options.torch_threads), ThreadPoolExecutor(max_workers=2) as pool, \
             progress(total=len(indices), desc=desc, unit="frame", enabled=options.show_progress) as bar:
         for batch in loader:
             count = batch["image"].shape[0]
