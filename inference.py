@@ -43,7 +43,8 @@ from utils.inference.overlay import write_overlay_gif
 from utils.inference.postprocess import MODES
 from utils.inference.predict import (AMP_DTYPES, BACKENDS, PredictionStats, PredictOptions,
                                      check_no_empty_sequence, load_predictor, output_path,
-                                     predict_dataset, resolve_backend, resolve_batchsize)
+                                     predict_dataset, require_checkpoint, resolve_backend,
+                                     resolve_batchsize)
 from utils.io import save_json
 from utils.safety import check_outputs_apart, output_lock
 
@@ -343,11 +344,7 @@ def _check_config(config: InferenceConfig) -> None:
         raise BadInputError(f"--threshold {config.threshold} is outside [0, 1]", "use e.g. 0.5")
     if config.amp not in AMP_DTYPES:
         raise BadInputError(f"--amp {config.amp!r} is unknown", f"use one of {', '.join(AMP_DTYPES)}")
-    if not Path(config.model_path).is_file():
-        raise MissingInputError(
-            f"checkpoint not found: {config.model_path}",
-            "download the released model with python -m utils.weights fsnet, or pass --model_path "
-            "to a checkpoint train.py wrote")
+    require_checkpoint(config.model_path)
     if config.video and not Path(config.video).exists():
         raise MissingInputError(f"--video {config.video} does not exist",
                                 "pass a video file or a folder of frames")

@@ -104,6 +104,17 @@ def resolve_batchsize(batchsize: str | int, device: torch.device) -> int:
     return value
 
 
+def require_checkpoint(model_path: str) -> Path:
+    """``model_path`` as a Path; a missing file is a :class:`MissingInputError` with the fix."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise MissingInputError(
+            f"checkpoint not found: {path}",
+            "download the released model with python -m utils.weights fsnet, or pass --model_path "
+            "to a checkpoint train.py wrote (snapshot/<run_name>/finetune/FSNet-<epoch>epoch.pth)")
+    return path
+
+
 def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
                    backend: str = "plain", testsize: int = 352) -> Tuple[Predictor, str]:
     """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
@@ -112,12 +123,7 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
     (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``. A checkpoint
     with NaN/inf weights is refused. Returns ``(predictor, backbone_name)``.
     """
-    path = Path(model_path)
-    if not path.is_file():
-        raise MissingInputError(
-            f"checkpoint not found: {path}",
-            "download the released model with python -m utils.weights fsnet, or pass --model_path "
-            "to a checkpoint train.py wrote (snapshot/<run_name>/finetune/FSNet-<epoch>epoch.pth)")
+    path = require_checkpoint(model_path)
     try:
         model = build_model_from_checkpoint(str(path), map_location="cpu").eval()
     except ValueError as error:
@@ -133,7 +139,8 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
         raise BadInputError(f"checkpoint {path} holds NaN/inf weights ({len(bad)} tensors, e.g. "
                             f"{bad[0]}); its maps would be meaningless",
                             "use an earlier checkpoint of the run (train.py keeps one per epoch)")
-    return _wrap(model, backend, testsize, device), model.backbone_name
+    name = model.backbone_name
+    return _wrap(model, backend, testsize, device), name  # _wrap consumes model (in-place fold)
 
 
 def _return_freed_memory() -> None:
@@ -151,7 +158,7 @@ def _wrap(model: nn.Module, backend: str, testsize: int, device: torch.device) -
         _return_freed_memory()  # the export's peak (~3 copies of the weights) starts lower
         return onnx_predictor(model, testsize)
     from lib.fast import build_fast_model
-    return build_fast_model(model, backend=backend).to(device)
+    return build_fast_model(model, backend=backend, inplace=True).to(device)
 
 
 def check_no_empty_sequence(dataset: TestDataset, dataset_dir: Path) -> None:
