@@ -282,11 +282,11 @@ def export(model_path: PathLike, out: PathLike, testsize: int = 352,
     """
     if testsize < 32 or testsize % 32:
         raise ValueError(f"--testsize {testsize} is not a positive multiple of 32 — use e.g. 352")
-    require_onnxruntime()
     out = Path(out)
     if out.resolve() == Path(model_path).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself — choose another file name")
     model = load_fsnet(model_path)
+    require_onnxruntime()
     data = export_bytes(model, testsize, dynamic)
     check = check_export(model, OnnxPredictor(data), (2, 3, testsize, testsize))
     if not check.passed:
