@@ -2,6 +2,7 @@
 
     python -m bench.bench_inference [--sequence car-shadow] [--backbone resnet50] [--testsize 352]
         [--workers 1] [--repeats 1] [--configs default plain] [--json report.json]
+        [--backend auto] [--batchsize auto] [--amp [off|bf16|fp16]]  (the default configuration)
 
 Real frames when ``../shared/real/DAVIS2016-sample`` (relative to the repository root) is present:
 the sequence's 854x480 JPEGs are linked into a temporary test set and their DIS flow is made with
@@ -12,7 +13,8 @@ the toy test set (``utils.data.toy``). The checkpoint holds random weights
 Each configuration runs ``inference.predict`` in its own child process (so its peak resident
 memory, read with ``os.wait4``, is its own), alternating ``plain, default, plain, default, ...``
 ``--repeats`` times; the best run of each is reported. ``plain`` = ``--backend plain --batchsize 1``
-(the official one-frame-at-a-time forward); ``default`` = no backend/batch flags (``auto``).
+(the official one-frame-at-a-time forward); ``default`` = ``--backend``/``--batchsize``/``--amp``
+of this script (``auto``/``auto``/``off`` unless given, i.e. inference's defaults).
 Reported per configuration: model-only and end-to-end frames/s (inference's own summary: from the
 first batch request to the last PNG on disk), the whole child's wall time (start-up, checkpoint
 load, ONNX export or trace included) and its peak RSS; ratios are default / plain from this run.
@@ -46,6 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", default="1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mode", choices=("saliency", "binary"), default="saliency")
+    parser.add_argument("--backend", default="auto", help="default configuration: --backend")
+    parser.add_argument("--batchsize", default="auto", help="default configuration: --batchsize")
+    parser.add_argument("--amp", nargs="?", const="bf16", default="off",
+                        help="default configuration: --amp (bare --amp = bf16)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--toy", action="store_true", help="toy frames even if real ones exist")
@@ -116,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
         for repeat in range(args.repeats):
             for name in args.configs:
                 out = tmp_path / f"{name}{repeat}"
-                runs[name].append(run_child(common + CONFIGS[name] + ["--test_save", str(out)]))
+                config = CONFIGS[name] or ["--backend", args.backend, "--batchsize",
+                                           args.batchsize, "--amp", args.amp]
+                runs[name].append(run_child(common + config + ["--test_save", str(out)]))
                 print(f"{name}: {runs[name][-1]}", flush=True)
     best = {name: max(values, key=lambda r: r["end_to_end_fps"]) for name, values in runs.items()}
     report = {"frames": frames, "backbone": args.backbone, "testsize": args.testsize,
