@@ -1,94 +1,143 @@
-"""Benchmark inference.py: frames/s model-only and end-to-end, plain forward vs fast path.
+"""Benchmark inference.py end to end: default settings vs the plain forward at batch 1.
 
-    python -m bench.bench_inference [--device cpu|cuda] [--testsize 352] [--batchsize N]
-        [--test_sequences 4 --test_frames 10] [--repeats 2]
+    python -m bench.bench_inference [--sequence car-shadow] [--backbone resnet50] [--testsize 352]
+        [--workers 1] [--repeats 1] [--configs default plain] [--json report.json]
+        [--backend auto] [--batchsize auto] [--amp [off|bf16|fp16]]  (the default configuration)
 
-Generates the toy test set (``utils.data.toy``) and a random FSNet checkpoint in a temporary folder,
-then runs ``inference.main`` with ``--no_fast`` (plain FSNet forward, official path) and with the
-fast path (``lib.fast``: BatchNorm folded, channels_last, ``pred_s`` only) in the same process,
-``--repeats`` times each; the last repeat of each is reported (earlier ones warm up cuDNN,
-the allocator and the page cache). Model-only = forward passes alone, synchronised on CUDA;
-end-to-end = from the first batch request to the last PNG on disk. On CUDA the defaults are
-batch 32 and bf16 autocast (``--amp``). Ratios are fast / plain from this run.
+Real frames when ``../shared/real/DAVIS2016-sample`` (relative to the repository root) is present:
+the sequence's 854x480 JPEGs are linked into a temporary test set and their DIS flow is made with
+``utils.flow.generate`` (last frame by backward flow, so every frame is predicted). Otherwise
+the toy test set (``utils.data.toy``). The checkpoint holds random weights
+(``lib.verify.randomize_weights``).
+
+Each configuration runs ``inference.predict`` in its own child process (so its peak resident
+memory, read with ``os.wait4``, is its own), alternating ``plain, default, plain, default, ...``
+``--repeats`` times; the best run of each is reported. ``plain`` = ``--backend plain --batchsize 1``
+(the official one-frame-at-a-time forward); ``default`` = ``--backend``/``--batchsize``/``--amp``
+of this script (``auto``/``auto``/``off`` unless given, i.e. inference's defaults).
+Reported per configuration: model-only and end-to-end frames/s (inference's own summary: from the
+first batch request to the last PNG on disk), the whole child's wall time (start-up, checkpoint
+load, ONNX export or trace included) and its peak RSS; ratios are default / plain from this run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-import inference  # noqa: E402
-from lib.fsnet import FSNet  # noqa: E402
-from lib.verify import randomize_weights  # noqa: E402
-from utils.checkpoint import save_checkpoint  # noqa: E402
-from utils.io import save_json  # noqa: E402
-from utils.data.toy import ToyConfig, make_toy_dataset  # noqa: E402
+from utils.io import save_json
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DAVIS = REPO.parent / "shared" / "real" / "DAVIS2016-sample" / "JPEGImages" / "480p"
+CONFIGS = {"plain": ["--backend", "plain", "--batchsize", "1"], "default": []}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Options of the benchmark."""
-    cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if cuda else "cpu")
-    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"))
+    parser.add_argument("--sequence", default="car-shadow", help="real DAVIS-2016 sequence")
+    parser.add_argument("--backbone", default="resnet50", choices=("res2net50", "resnet50"))
     parser.add_argument("--testsize", type=int, default=352)
-    parser.add_argument("--batchsize", type=int, default=32 if cuda else 4)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=cuda,
-                        help="bf16 autocast (default on CUDA)")
-    parser.add_argument("--workers", type=int, default=4 if cuda else 1)
-    parser.add_argument("--mode", choices=("saliency", "binary"), default="binary")
-    parser.add_argument("--test_sequences", type=int, default=4)
-    parser.add_argument("--test_frames", type=int, default=10)
-    parser.add_argument("--width", type=int, default=128, help="toy frame width")
-    parser.add_argument("--height", type=int, default=96, help="toy frame height")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", default="1")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mode", choices=("saliency", "binary"), default="saliency")
+    parser.add_argument("--backend", default="auto", help="default configuration: --backend")
+    parser.add_argument("--batchsize", default="auto", help="default configuration: --batchsize")
+    parser.add_argument("--amp", nargs="?", const="bf16", default="off",
+                        help="default configuration: --amp (bare --amp = bf16)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--toy", action="store_true", help="toy frames even if real ones exist")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser
 
 
-def run_inference(common: list[str], fast: bool, repeats: int) -> dict:
-    """Run inference.main ``repeats`` times; return the last summary."""
-    argv = common + ([] if fast else ["--no_fast"])
-    summary = {}
-    for _ in range(repeats):
-        summary = inference.main(inference.get_args_parser().parse_args(argv))
-    return summary
+def make_testset(root: Path, sequence: str, toy: bool) -> tuple[Path, str]:
+    """A test set under ``root`` (real frames when present) and a description of it."""
+    from utils.flow.generate import generate_flow
+    source = REAL_DAVIS / sequence
+    if toy or not source.is_dir():
+        from utils.data.toy import ToyConfig, make_toy_dataset
+        config = ToyConfig(train_sequences=1, train_frames=2, test_sequences=4, test_frames=10,
+                           static_images=1)
+        return make_toy_dataset(root / "Toy", config=config, workers=1) / "TestSet", "toy frames"
+    seq = root / "TestSet" / "DAVIS" / sequence
+    seq.mkdir(parents=True)
+    (seq / "Frame").symlink_to(source, target_is_directory=True)
+    generate_flow(seq / "Frame", seq / "OF_FlowNet2", method="dis", last_frame="backward",
+                  progress=False)
+    return root / "TestSet", f"real DAVIS-2016 {sequence} ({len(list(source.glob('*.jpg')))} frames)"
+
+
+def run_child(argv: list[str]) -> dict:
+    """Run one configuration in a child process; return its summary, wall time and peak RSS."""
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "bench.bench_inference", "--_child", *argv],
+                             cwd=REPO, stdout=subprocess.PIPE, text=True)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"inference child failed (status {status}):\n{output[-2000:]}")
+    summary = json.loads(output.strip().splitlines()[-1])
+    return {"backend": summary["backend"], "batchsize": summary["batchsize"],
+            "frames": summary["written"], "model_fps": summary["model_fps"],
+            "end_to_end_fps": summary["end_to_end_fps"],
+            "process_seconds": round(time.perf_counter() - start, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024)}  # kB on Linux
+
+
+def _child(argv: list[str]) -> None:
+    import inference
+    args = inference.get_args_parser().parse_args(argv)
+    result = inference.predict(inference.config_from_args(args))
+    print(json.dumps(result.summary()))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Time the plain and the fast path on a fresh toy set; print (and return) the report."""
+    """Run the configurations alternately on one test set; print (and return) the report."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--_child"]:
+        _child(argv[1:])
+        return {}
     args = get_args_parser().parse_args(argv)
+    from lib.fsnet import FSNet
+    from lib.verify import randomize_weights
+    from utils.checkpoint import save_checkpoint
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp_path = Path(tmp)
-        config = ToyConfig(width=args.width, height=args.height, train_sequences=1, train_frames=2,
-                           test_sequences=args.test_sequences, test_frames=args.test_frames,
-                           static_images=1)
-        toy = make_toy_dataset(tmp_path / "Toy", config=config, workers=2)
+        testset, frames = make_testset(tmp_path, args.sequence, args.toy)
         checkpoint = tmp_path / "fsnet.pth"
-        with torch.no_grad():
-            save_checkpoint(randomize_weights(FSNet(args.backbone)).state_dict(), checkpoint)
-        common = ["--model_path", str(checkpoint), "--dataset_path", str(toy / "TestSet"),
-                  "--testsize", str(args.testsize), "--batchsize", str(args.batchsize),
-                  "--device", args.device, "--workers", str(args.workers), "--mode", args.mode,
-                  "--no_progress", *(["--amp"] if args.amp else [])]
-        results = {}
-        for name, fast in (("plain", False), ("fast", True)):
-            summary = run_inference(common + ["--test_save", str(tmp_path / name)], fast, args.repeats)
-            results[name] = {"frames": summary["written"], "model_fps": summary["model_fps"],
-                             "end_to_end_fps": summary["end_to_end_fps"]}
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    report = {
-        "device": device_name, "backbone": args.backbone, "testsize": args.testsize,
-        "batchsize": args.batchsize, "amp_bf16": args.amp, "torch_threads": torch.get_num_threads(),
-        "frame_size": f"{args.width}x{args.height}", **results,
-        "fast_over_plain_model": round(results["fast"]["model_fps"] / results["plain"]["model_fps"], 3),
-        "fast_over_plain_end_to_end": round(
-            results["fast"]["end_to_end_fps"] / results["plain"]["end_to_end_fps"], 3),
-    }
-    print("\n" + json.dumps(report, indent=2))
+        save_checkpoint(randomize_weights(FSNet(args.backbone)).state_dict(), checkpoint)
+        common = ["--model_path", str(checkpoint), "--dataset_path", str(testset),
+                  "--testsize", str(args.testsize), "--device", args.device, "--workers",
+                  args.workers, "--mode", args.mode, "--no_progress"]
+        runs: dict[str, list[dict]] = {name: [] for name in args.configs}
+        for repeat in range(args.repeats):
+            for name in args.configs:
+                out = tmp_path / f"{name}{repeat}"
+                config = CONFIGS[name] or ["--backend", args.backend, "--batchsize",
+                                           args.batchsize, "--amp", args.amp]
+                runs[name].append(run_child(common + config + ["--test_save", str(out)]))
+                print(f"{name}: {runs[name][-1]}", flush=True)
+    best = {name: max(values, key=lambda r: r["end_to_end_fps"]) for name, values in runs.items()}
+    report = {"frames": frames, "backbone": args.backbone, "testsize": args.testsize,
+              "workers": args.workers, "cpu_cores": os.cpu_count(),
+              "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+              "runs": runs, "best": best}
+    if {"plain", "default"} <= set(best):
+        for key in ("model_fps", "end_to_end_fps"):
+            report[f"default_over_plain_{key}"] = round(
+                best["default"][key] / best["plain"][key], 2)
+        report["default_over_plain_process_time"] = round(
+            best["plain"]["process_seconds"] / best["default"]["process_seconds"], 2)
+    print("\n" + json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
     if args.json:
         save_json(report, args.json)
     return report

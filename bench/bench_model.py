@@ -1,12 +1,16 @@
 """Benchmark FSNet: parameters, FLOPs, latency and peak memory, plain eval forward vs fast path.
 
     python -m bench.bench_model [--backbone resnet50] [--size 352] [--repeats 10] [--device cpu]
+        [--threads 2 1]
 
-Times the plain eval forward and the fast path with the ``eager`` and the default (``auto``)
-backend, interleaved round-robin (fair ratios on a shared machine), and each one's first call
-(which includes the TorchScript trace on CPU). On CUDA it also reports bf16/fp16 autocast latency
-and batch-32 throughput. Weights are random (``lib.verify.randomize_weights``); the script prints
-each path's max abs difference from the plain forward.
+Times the plain eval forward (the official arithmetic) and the BN-folded appearance network with
+each backend of ``inference.py --backend`` (``eager``, ``jit``, and ``onnx`` when onnxruntime is
+installed), interleaved round-robin (fair ratios on a shared machine), and each one's first call
+(which includes the TorchScript trace; the ONNX export is timed separately). ``default`` is the
+backend ``--backend auto`` picks. With several ``--threads`` values every setting is measured in
+turn. On CUDA it also reports bf16/fp16 autocast latency and batch-32 throughput. Weights are
+random (``lib.verify.randomize_weights``); the script prints each path's max abs difference from
+the plain forward.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.backbones import BACKBONES  # noqa: E402
-from lib.fast import build_fast_model  # noqa: E402
-from lib.fsnet import FSNet  # noqa: E402
-from lib.verify import randomize_weights  # noqa: E402
+from lib.backbones import BACKBONES
+from lib.fast import build_fast_model
+from lib.fsnet import FSNet
+from lib.verify import randomize_weights
+from utils.inference.predict import onnxruntime_available, resolve_backend
 
 
 def _sync(device: torch.device) -> None:
@@ -86,6 +91,55 @@ def count_flops(fn: Callable[[], object]) -> float:
     return counter.get_total_flops()
 
 
+def _predictors(model: FSNet, device: torch.device, size: int) -> dict[str, Callable]:
+    """Name -> ``(image, flow) -> logits`` for the plain forward and every available backend."""
+    def plain(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(image, flow)[0]
+
+    predictors: dict[str, Callable] = {"plain eval forward": plain}
+    for backend in ("eager", "jit"):
+        predictors[f"fast path ({backend})"] = build_fast_model(model, backend=backend).to(device)
+    if device.type == "cpu" and onnxruntime_available():
+        from lib.export import OnnxPredictor, export_bytes
+        start = time.perf_counter()
+        predictors["fast path (onnx)"] = OnnxPredictor(export_bytes(model, size))
+        print(f"ONNX export + session: {time.perf_counter() - start:.1f} s")
+    return predictors
+
+
+def measure(model: FSNet, device: torch.device, size: int, repeats: int) -> dict:
+    """Rows (FLOPs, first call, latency, speed-up, peak memory, max diff) at the current threads."""
+    gen = torch.Generator().manual_seed(0)
+    image, flow = (torch.randn(1, 3, size, size, generator=gen).to(device) for _ in range(2))
+    predictors = _predictors(model, device, size)
+    fns = {name: (lambda p=p: p(image, flow)) for name, p in predictors.items()}
+    default = f"fast path ({resolve_backend('auto', device)})"
+    reference = fns["plain eval forward"]()
+    rows = {}
+    for name, fn in fns.items():
+        _sync(device)
+        start = time.perf_counter()
+        diff = (fn() - reference).abs().max().item()  # first call: includes the trace, if any
+        _sync(device)
+        # The counter does not see TorchScript/oneDNN/ONNX ops; they compute the same
+        # convolutions as the eager fast path, so that one is counted for every fast row.
+        counted = fns["fast path (eager)"] if name.startswith("fast") else fn
+        rows[name] = {"first_call_s": time.perf_counter() - start, "max_abs_diff": diff,
+                      "gflops": count_flops(counted) / 1e9,
+                      "peak_mb": peak_memory_mb(fn, device) if "onnx" not in name else None}
+    latency = interleaved_latency(fns, repeats, device)
+    base = latency["plain eval forward"]
+    for name, row in rows.items():
+        row.update(latency_ms=latency[name] * 1e3, speedup=base / latency[name])
+        peak = "     n/a" if row["peak_mb"] is None else f"{row['peak_mb']:8.1f}"
+        print(f"{name:20s} {row['gflops']:6.2f} GFLOPs  median {row['latency_ms']:7.1f} ms  "
+              f"x{row['speedup']:.2f}  peak activations {peak} MiB  "
+              f"first call {row['first_call_s']:5.1f} s  max|diff| {row['max_abs_diff']:.1e}")
+    print(f"default backend ({default}) speed-up: {rows[default]['speedup']:.2f}x")
+    return {"rows": rows, "default": default, "speedup": rows[default]["speedup"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Print and return parameters, FLOPs, first-call time, latency and peak memory per path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,52 +147,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=352)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                        help="torch (and ONNX Runtime) threads; each value is measured in turn")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
 
     model = randomize_weights(FSNet(args.backbone)).eval().to(device)
-    fasts = {backend: build_fast_model(model, backend=backend).to(device)
-             for backend in ("eager", "auto")}
-    gen = torch.Generator().manual_seed(0)
-    image, flow = (torch.randn(1, 3, args.size, args.size, generator=gen).to(device)
-                   for _ in range(2))
-
-    def plain() -> torch.Tensor:
-        with torch.no_grad():
-            return model(image, flow)[0]
-
-    fns = {"plain eval forward": plain}
-    fns.update({f"fast path ({backend})": (lambda fast=fast: fast(image, flow))
-                for backend, fast in fasts.items()})
     params = sum(p.numel() for p in model.parameters())
     used = params - sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    print(f"device {device} ({torch.get_num_threads()} threads), backbone {args.backbone}, "
-          f"input 1x3x{args.size}x{args.size}, torch {torch.__version__}")
+    print(f"device {device}, backbone {args.backbone}, input 1x3x{args.size}x{args.size}, "
+          f"torch {torch.__version__}")
     print(f"parameters: {params:,} stored, {used:,} trainable/used")
-    reference = plain()
-    rows = {}
-    for name, fn in fns.items():
-        _sync(device)
-        start = time.perf_counter()
-        diff = (fn() - reference).abs().max().item()  # first call: includes the trace, if any
-        _sync(device)
-        # The counter does not see TorchScript/oneDNN ops; the traced graph computes the same
-        # convolutions as the eager fast path, so that one is counted for both fast rows.
-        counted = fns["fast path (eager)"] if name.startswith("fast") else fn
-        rows[name] = {"first_call_s": time.perf_counter() - start, "max_abs_diff": diff,
-                      "gflops": count_flops(counted) / 1e9, "peak_mb": peak_memory_mb(fn, device)}
-    latency = interleaved_latency(fns, args.repeats, device)
-    base = latency["plain eval forward"]
-    for name, row in rows.items():
-        row.update(latency_ms=latency[name] * 1e3, speedup=base / latency[name])
-        print(f"{name:20s} {row['gflops']:6.2f} GFLOPs  median {row['latency_ms']:7.1f} ms  "
-              f"x{row['speedup']:.2f}  peak activations {row['peak_mb']:6.1f} MiB  "
-              f"first call {row['first_call_s']:5.1f} s  max|diff| {row['max_abs_diff']:.1e}")
-    summary = {"params": params, "rows": rows,
-               "speedup": rows["fast path (auto)"]["speedup"]}
-    print(f"fast path (default) speed-up: {summary['speedup']:.2f}x")
+    summary: dict = {"params": params, "threads": {}}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        print(f"--- {threads} thread(s)")
+        summary["threads"][threads] = measure(model, device, args.size, args.repeats)
+    first = summary["threads"][args.threads[0]]
+    summary.update(rows=first["rows"], speedup=first["speedup"])
     if device.type == "cuda":
-        summary["cuda"] = _cuda_extras(fasts["auto"], image, flow, args.repeats, device)
+        fast = build_fast_model(model).to(device)
+        image = torch.randn(1, 3, args.size, args.size, device=device)
+        summary["cuda"] = _cuda_extras(fast, image, image.clone(), args.repeats, device)
     return summary
 
 

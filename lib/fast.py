@@ -146,13 +146,14 @@ class FastFSNet(nn.Module):
         return resize(self._traces[key](image, flow), image.shape[2:]).contiguous()
 
 
-def build_fast_model(model: FSNet, backend: str = "auto") -> FastFSNet:
+def build_fast_model(model: FSNet, backend: str = "auto", inplace: bool = False) -> FastFSNet:
     """Return an eval-only copy of ``model`` for fast inference; ``model`` is left unchanged.
 
     ``backend``: ``"auto"`` (TorchScript + oneDNN on CPU float32, eager elsewhere), ``"jit"`` or
-    ``"eager"``; see the module docstring.
+    ``"eager"``; see the module docstring. ``inplace=True`` converts ``model`` itself (no copy of
+    the weights; ``model`` must not be used afterwards).
     """
-    net = copy.deepcopy(model).eval()
+    net = (model if inplace else copy.deepcopy(model)).eval()
     del net.output_e, net.RGBF_conv3
     fold_batchnorm(net)
     net.requires_grad_(False)

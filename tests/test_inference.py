@@ -20,6 +20,7 @@ from PIL import Image
 import inference
 from lib.fsnet import FSNet
 from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
+from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.toy import ToyConfig, make_toy_dataset
 
@@ -36,16 +37,29 @@ def toy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(toy, tmp_path_factory) -> Path:
-    """Random FSNet whose BatchNorm statistics are those of the toy test frames (so the output
-    varies over each frame instead of being the constant of the untrained head)."""
+def clip(toy, tmp_path_factory) -> Path:
+    """A 4-frame MJPG clip of toy test frames."""
+    path = tmp_path_factory.mktemp("clip") / "clip.avi"
+    _write_clip(path, toy)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(toy, clip, tmp_path_factory) -> Path:
+    """Random FSNet whose BatchNorm statistics are those of the frames the tests feed it: the toy
+    test frames and the video inputs (so the output varies over each frame instead of being the
+    constant of the untrained head, and the BPM products cannot overflow to NaN, which is refused)."""
     torch.manual_seed(0)
     model = FSNet("res2net50")
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average: running stats = this batch's stats
-    dataset = TestDataset(toy / "TestSet" / "Toy", TESTSIZE)
-    items = [dataset[i] for i in range(len(dataset))]
+    work = tmp_path_factory.mktemp("calibration")
+    datasets = [TestDataset(toy / "TestSet" / "Toy", TESTSIZE)]
+    for name, video in (("clip", clip), ("frames", toy / "TestSet" / "Toy" / "test00" / "Frame")):
+        folder = inference.prepare_video(video, work / name, "dis", None, False, False)
+        datasets.append(TestDataset(folder, TESTSIZE, inference.VIDEO_FLOW_FOLDER, "Frame"))
+    items = [dataset[i] for dataset in datasets for i in range(len(dataset))]
     model.train()
     with torch.no_grad():
         model(torch.stack([i["image"] for i in items]), torch.stack([i["flow"] for i in items]))
@@ -56,10 +70,11 @@ def checkpoint(toy, tmp_path_factory) -> Path:
 
 def run(checkpoint: Path, out: Path, *extra: str, dataset_path: Path | None = None) -> dict:
     argv = ["--model_path", str(checkpoint), "--test_save", str(out), "--testsize", str(TESTSIZE),
-            "--device", "cpu", "--workers", "0", "--batchsize", "4", "--no_progress", *extra]
+            "--device", "cpu", "--workers", "0", "--batchsize", "4", "--no_progress",
+            "--backend", "eager", *extra]  # onnx (auto here when installed): tests/test_export.py
     if dataset_path is not None:
         argv += ["--dataset_path", str(dataset_path)]
-    return inference.main(inference.get_args_parser().parse_args(argv))
+    return inference.predict(inference.config_from_args(inference.get_args_parser().parse_args(argv))).summary()
 
 
 def official_saliency(prob: np.ndarray) -> np.ndarray:
@@ -147,21 +162,18 @@ def test_skip_existing_resumes(toy, checkpoint, tmp_path):
     assert read_png(kept).max() == 7
 
 
-def _write_clip(path: Path, frames: int = 4) -> None:
+def _write_clip(path: Path, toy: Path, frames: int = 4) -> None:
+    """An MJPG clip of toy test frames (content the random checkpoint was calibrated on)."""
+    sources = [flow.parents[1] / "Frame" / flow.name  # the frames the statistics come from
+               for flow in sorted((toy / "TestSet" / "Toy").glob("test*/OF_FlowNet2/*.jpg"))]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96))
     assert writer.isOpened()
-    yy, xx = np.mgrid[:96, :128]
     for t in range(frames):
-        blob = ((xx - 30 - 8 * t) ** 2 + (yy - 48) ** 2 < 300)
-        frame = np.dstack([(xx * 2) % 256, (yy * 2) % 256, np.full_like(xx, 90)]).astype(np.uint8)
-        frame[blob] = (20, 220, 240)
-        writer.write(frame)
+        writer.write(cv2.imread(str(sources[t % len(sources)])))
     writer.release()
 
 
-def test_video_file_every_frame_and_gif(checkpoint, tmp_path):
-    clip = tmp_path / "clip.avi"
-    _write_clip(clip)
+def test_video_file_every_frame_and_gif(clip, checkpoint, tmp_path):
     out = tmp_path / "result"
     summary = run(checkpoint, out, "--video", str(clip), "--mode", "binary")
     masks = sorted((out / "Video" / "clip").glob("*.png"))
@@ -185,7 +197,7 @@ def test_video_frame_folder_left_untouched(toy, checkpoint, tmp_path):
     assert again["written"] == 0 and again["datasets"][0]["skipped_existing"] == 3
     # a video file of the same name: resuming is refused, a fresh run rebuilds the work folder
     # and its frames never land in my_frames/
-    _write_clip(tmp_path / "my_frames.avi", frames=2)
+    _write_clip(tmp_path / "my_frames.avi", toy, frames=2)
     with pytest.raises(ValueError, match="rerun without --skip_existing"):
         run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"), "--skip_existing")
     clip = run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"))
@@ -207,7 +219,10 @@ def test_cli_flags_parse_as_lists():
     assert args.datasets == ["DAVIS", "FBMS"] and args.device == "cuda:1"
     defaults = inference.get_args_parser().parse_args([])
     assert defaults.model_path.endswith("snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth")
-    assert (defaults.testsize, defaults.batchsize, defaults.mode) == (352, 32, "saliency")
+    assert (defaults.testsize, defaults.batchsize, defaults.mode) == (352, "auto", "saliency")
+    assert (defaults.backend, defaults.amp, defaults.workers) == ("auto", "off", "auto")
+    legacy = inference.get_args_parser().parse_args(["--no_fast", "--amp", "--num_workers", "3"])
+    assert (legacy.backend, legacy.amp, legacy.workers) == ("plain", "bf16", "3")
     assert defaults.threshold == 0.5 and defaults.datasets is None
     assert Path(defaults.dataset_path) == Path("dataset/TestSet")
     assert Path(defaults.test_save) == Path("result/FSNet")
@@ -222,16 +237,17 @@ def copy_testset(toy: Path, tmp_path: Path) -> Path:
 
 
 def test_cli_missing_dataset_one_message(toy, checkpoint, tmp_path, capsys):
-    code = inference.cli(["--model_path", str(checkpoint), "--dataset_path", str(toy / "TestSet"),
+    code = inference.main(["--model_path", str(checkpoint), "--dataset_path", str(toy / "TestSet"),
                           "--datasets", "DAVIS", "Toy", "--test_save", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
-    assert err.startswith("error: Dataset folder(s) not found") and "DAVIS" in err and "Available: Toy" in err
+    assert code == 2 and err.count("error:") == 1
+    assert "error: Dataset folder(s) not found" in err and "DAVIS" in err and "Available: Toy" in err
 
 
 def test_no_dataset_found(toy, checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="No test set found"):
-        run(checkpoint, tmp_path / "out", dataset_path=tmp_path)
+        run(checkpoint, tmp_path / "out", dataset_path=tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="pass its parent as --dataset_path"):
         run(checkpoint, tmp_path / "out", dataset_path=toy / "TestSet" / "Toy")
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -275,7 +291,7 @@ def test_checkpoint_errors(toy, checkpoint, tmp_path):
 def test_output_not_writable_and_bad_arguments(toy, checkpoint, tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(PermissionError, match=f"{blocker}.*--test_save"):
+    with pytest.raises(UserError, match=f"{blocker}"):
         run(checkpoint, blocker / "result", dataset_path=toy / "TestSet")
     with pytest.raises(ValueError, match="multiple of 32"):
         run(checkpoint, tmp_path / "out", "--testsize", "100", dataset_path=toy / "TestSet")
@@ -283,5 +299,5 @@ def test_output_not_writable_and_bad_arguments(toy, checkpoint, tmp_path, monkey
         run(checkpoint, tmp_path / "out", "--video", str(tmp_path / "nothing.mp4"))
     monkeypatch.setitem(sys.modules, "pydensecrf", None)
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
-    with pytest.raises(ImportError, match="pydensecrf2"):
+    with pytest.raises(UserError, match="pydensecrf2"):
         run(checkpoint, tmp_path / "out", "--crf", dataset_path=toy / "TestSet")

@@ -18,7 +18,7 @@ Two output modes (``inference.py --mode``):
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -78,3 +78,16 @@ def crf_output(image: np.ndarray, prob: np.ndarray, mode: str, threshold: float 
     if mode == "binary":
         return binary_to_uint8(torch.from_numpy(crf_refine(image, prob)), threshold).numpy()
     raise BadInputError(f"Unknown output mode {mode!r}: use one of {MODES}")
+
+
+def finish_map(prob: torch.Tensor, mode: str, threshold: float = 0.5,
+               frame: Optional[np.ndarray] = None) -> np.ndarray:
+    """The uint8 map written for one frame: the one post-processing path of every output.
+
+    ``prob`` is the frame-size probability (:func:`logits_to_probability`); with ``frame`` (the
+    RGB frame, uint8 ``(H, W, 3)``) the map is DenseCRF-refined (:func:`crf_output`), otherwise
+    :func:`probability_to_uint8`.
+    """
+    if frame is not None:
+        return crf_output(frame, prob.cpu().numpy(), mode, threshold)
+    return probability_to_uint8(prob, mode, threshold).cpu().numpy()

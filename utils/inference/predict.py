@@ -1,36 +1,53 @@
 """Batched FSNet prediction over a :class:`utils.data.TestDataset`, written as PNG maps.
 
 Frames are loaded and resized by DataLoader worker processes while the model runs; each batch's
-logits are upsampled and post-processed on the model's device in the main thread, and the PNG
-encoding (plus the optional CRF, which is CPU work) runs in a thread pool, overlapping the next
-batch.
+logits are upsampled to the frame size (sigmoid probability) on the model's device in the main
+thread, and the rest of the post-processing -- the optional CRF, the 8-bit map and the PNG
+encoding, one path for every mode (:func:`utils.inference.postprocess.finish_map`) -- runs in a
+thread pool, overlapping the next batch.
+
+Backends (``--backend``; docs/inference.md#backends): ``plain`` the unmodified ``FSNet.forward``
+(official arithmetic), ``eager`` / ``jit`` the BN-folded appearance-only network of
+:mod:`lib.fast` run op by op / traced with TorchScript, ``onnx`` the same network exported
+(:mod:`lib.export`) and run by ONNX Runtime. ``auto`` picks :data:`CPU_AUTO_ORDER`'s first
+available backend on the CPU and ``eager`` on CUDA.
 Timings: ``model_seconds`` covers only the forward passes (bracketed by
 ``torch.cuda.synchronize()`` on CUDA), ``wall_seconds`` the whole loop from the first batch
 request to the last file on disk.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
+import importlib.util
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
-from utils.cli import BadInputError, MissingInputError
 from utils.checkpoint import build_model_from_checkpoint
+from utils.cli import BadInputError, MissingInputError, UserError, progress
 from utils.data.dataset import TestDataset
-from utils.io import save_image
 from utils.data.images import read_rgb
-from utils.inference.postprocess import crf_output, logits_to_probability, probability_to_uint8
+from utils.inference.postprocess import finish_map, logits_to_probability
+from utils.io import save_image
 
 #: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
+BACKENDS = ("auto", "plain", "eager", "jit", "onnx")
+#: ``--backend auto`` on the CPU: the first of these that is installed (measured fastest first,
+#: docs/benchmarks.md#inference).
+CPU_AUTO_ORDER = ("onnx", "jit")
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``--batchsize auto``: small batches on the CPU (large ones only add memory traffic), 32 on CUDA.
+AUTO_BATCH = {"cpu": 1, "cuda": 32}
 
 
 class PlainPredictor(nn.Module):
@@ -45,19 +62,68 @@ class PlainPredictor(nn.Module):
         return self.model(image, flow)[0]
 
 
-def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
-                   fast: bool = True) -> Tuple[nn.Module, str]:
-    """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
+def onnxruntime_available() -> bool:
+    """Whether the optional ``onnx`` and ``onnxruntime`` packages can be imported."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+    except ValueError:  # a module set to None in sys.modules (tests simulate its absence so)
+        return False
 
-    ``backbone`` other than ``auto`` must match the checkpoint's. ``fast`` uses
-    :func:`lib.fast.build_fast_model` (BatchNorm folded, channels_last, ``pred_s`` only).
-    Returns ``(predictor, backbone_name)``.
-    """
+
+def resolve_backend(backend: str, device: torch.device, amp: str = "off") -> str:
+    """The concrete backend for ``--backend`` (``auto`` resolved); refuses impossible choices."""
+    if backend not in BACKENDS:
+        raise BadInputError(f"--backend {backend!r} is unknown", f"use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if device.type != "cpu" or amp != "off":
+            return "eager"  # autocast runs op by op; ONNX Runtime here is CPU float32 only
+        return next(name for name in CPU_AUTO_ORDER if name != "onnx" or onnxruntime_available())
+    if backend == "onnx":
+        if device.type != "cpu" or amp != "off":
+            raise BadInputError(f"--backend onnx runs float32 on the CPU (asked: --device {device}, "
+                                f"--amp {amp})", "use --device cpu --amp off, or --backend eager")
+        from lib.export import require_onnxruntime
+        try:
+            require_onnxruntime()
+        except ImportError as error:
+            raise UserError(str(error)) from error
+    return backend
+
+
+def resolve_batchsize(batchsize: str | int, device: torch.device) -> int:
+    """``--batchsize``: a positive integer, or ``auto`` (:data:`AUTO_BATCH` by device type)."""
+    if batchsize == "auto":
+        return AUTO_BATCH.get(device.type, AUTO_BATCH["cuda"])
+    try:
+        value = int(batchsize)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise BadInputError(f"--batchsize {batchsize!r} is not a positive integer",
+                            "use auto or a number such as 1 (CPU) or 32 (GPU)")
+    return value
+
+
+def require_checkpoint(model_path: str) -> Path:
+    """``model_path`` as a Path; a missing file is a :class:`MissingInputError` with the fix."""
     path = Path(model_path)
     if not path.is_file():
         raise MissingInputError(
-            f"Checkpoint not found: {path}. Pass --model_path to a trained FSNet checkpoint "
-            f"(train.py writes snapshot/<run_name>/finetune/FSNet-<epoch>epoch.pth).")
+            f"checkpoint not found: {path}",
+            "download the released model with python -m utils.weights fsnet, or pass --model_path "
+            "to a checkpoint train.py wrote (snapshot/<run_name>/finetune/FSNet-<epoch>epoch.pth)")
+    return path
+
+
+def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
+                   backend: str = "plain", testsize: int = 352) -> Tuple[Predictor, str]:
+    """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
+
+    ``backbone`` other than ``auto`` must match the checkpoint's. ``backend`` is a concrete one
+    (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``. A checkpoint
+    with NaN/inf weights is refused. Returns ``(predictor, backbone_name)``.
+    """
+    path = require_checkpoint(model_path)
     try:
         model = build_model_from_checkpoint(str(path), map_location="cpu").eval()
     except ValueError as error:
@@ -67,25 +133,32 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
         raise BadInputError(
             f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "
             f"asked for: drop --backbone (it is detected from the checkpoint) or pass the right file.")
-    if fast:
-        from lib.fast import build_fast_model
-        predictor: nn.Module = build_fast_model(model)
-    else:
-        predictor = PlainPredictor(model)
-    return predictor.to(device).eval(), model.backbone_name
+    from lib.export import non_finite_tensors
+    bad = non_finite_tensors(model)
+    if bad:
+        raise BadInputError(f"checkpoint {path} holds NaN/inf weights ({len(bad)} tensors, e.g. "
+                            f"{bad[0]}); its maps would be meaningless",
+                            "use an earlier checkpoint of the run (train.py keeps one per epoch)")
+    name = model.backbone_name
+    return _wrap(model, backend, testsize, device), name  # _wrap consumes model (in-place fold)
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and write/remove a probe file; raise ``PermissionError`` with the fix."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise PermissionError(
-            f"Output folder {folder} is not writable ({error.strerror or error}): "
-            f"pass another --test_save or fix its permissions.") from error
+def _return_freed_memory() -> None:
+    """Hand heap memory freed by the checkpoint load back to the OS (glibc ``malloc_trim``)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _wrap(model: nn.Module, backend: str, testsize: int, device: torch.device) -> Predictor:
+    if backend == "plain":
+        return PlainPredictor(model).to(device)
+    if backend == "onnx":
+        from lib.export import onnx_predictor
+        _return_freed_memory()  # the export's peak (~3 copies of the weights) starts lower
+        return onnx_predictor(model, testsize)
+    from lib.fast import build_fast_model
+    return build_fast_model(model, backend=backend, inplace=True).to(device)
 
 
 def check_no_empty_sequence(dataset: TestDataset, dataset_dir: Path) -> None:
@@ -125,12 +198,11 @@ def output_path(out_dir: Path, sequence: str, frame: str) -> Path:
     return out_dir / sequence / f"{frame}.png"
 
 
-def _write_frame(payload: np.ndarray, mode: str, threshold: float, crf: bool,
-                 frame_path: str, path: Path) -> str:
-    """Save one map: ``payload`` is the final uint8 map, or with ``crf`` the float probability."""
-    if crf:
-        payload = crf_output(np.asarray(read_rgb(frame_path)), payload, mode, threshold)
-    save_image(payload, path)
+def _write_map(prob: Tensor, mode: str, threshold: float, crf: bool, frame_path: str,
+               path: Path) -> str:
+    """Post-process one frame's probability (optionally with DenseCRF on its RGB frame) and save it."""
+    frame = np.asarray(read_rgb(frame_path)) if crf else None
+    save_image(finish_map(prob, mode, threshold, frame), path)
     return str(path)
 
 
@@ -139,51 +211,97 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _pad_batch(tensor: Tensor, size: int) -> Tensor:
+    """Repeat the last sample so that a short last batch keeps the traced batch shape."""
+    missing = size - tensor.shape[0]
+    return torch.cat([tensor, tensor[-1:].expand(missing, *tensor.shape[1:])]) if missing else tensor
+
+
+def _check_finite(logits: Tensor, batch: dict) -> None:
+    bad = [f"{batch['sequence'][k]}/{batch['frame'][k]}" for k in range(logits.shape[0])
+           if not torch.isfinite(logits[k]).all()]
+    if bad:
+        raise UserError(f"the network produced NaN/inf for {len(bad)} frame(s), first {bad[0]} "
+                        f"(maps written so far are kept)",
+                        "check the checkpoint (an earlier epoch?), try --amp off or --backend plain")
+
+
+@contextlib.contextmanager
+def _torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run with ``count`` torch threads (``None``: unchanged), restoring the previous number."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass
+class PredictOptions:
+    """How :func:`predict_dataset` runs: output mode, batching, precision and resuming."""
+
+    mode: str = "saliency"
+    threshold: float = 0.5
+    batchsize: int = 1
+    workers: int = 0
+    amp: str = "off"
+    crf: bool = False
+    skip_existing: bool = False
+    fixed_batch: bool = False  # pad the last batch (traced backends: one trace per shape)
+    torch_threads: Optional[int] = None  # torch threads during the loop (onnx: 1, see predict.py)
+    show_progress: bool = True
+
+
 def predict_dataset(predictor: Predictor, dataset: TestDataset, out_dir: Path, device: torch.device,
-                    mode: str = "saliency", threshold: float = 0.5, batchsize: int = 32,
-                    workers: int = 0, amp: bool = False, crf: bool = False,
-                    skip_existing: bool = False, desc: str = "inference",
-                    progress: bool = True) -> PredictionStats:
+                    options: PredictOptions, desc: str = "inference") -> PredictionStats:
     """Predict every frame of ``dataset`` into ``out_dir/<seq>/<frame>.png``; return the stats.
 
-    ``skip_existing`` leaves frames whose PNG already exists untouched (resume). Frames the
-    dataset cannot predict (e.g. the last frame without flow) are listed in ``unpredicted``.
+    ``options.skip_existing`` leaves frames whose PNG already exists untouched (resume). Frames
+    the dataset cannot predict (e.g. the last frame without flow) are listed in ``unpredicted``.
+    Non-finite logits stop the run with a :class:`UserError`.
     """
     stats = PredictionStats(unpredicted=list(dataset.unpredicted))
     indices = list(range(len(dataset)))
-    if skip_existing:
+    if options.skip_existing:
         indices = [i for i in indices if not output_path(out_dir, *dataset.samples[i][:2]).is_file()]
         stats.skipped_existing = len(dataset) - len(indices)
     if not indices:
         return stats
-    loader = DataLoader(Subset(dataset, indices), batch_size=batchsize, shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda")
+    size = options.batchsize
+    loader = DataLoader(Subset(dataset, indices), batch_size=size, shuffle=False,
+                        num_workers=options.workers, pin_memory=device.type == "cuda")
+    dtype = AMP_DTYPES[options.amp]
     pending: List[Future] = []
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool, \
-            tqdm(total=len(indices), desc=desc, unit="frame", disable=not progress) as bar:
+    with _torch_threads(options.torch_threads), ThreadPoolExecutor(max_workers=2) as pool, \
+            progress(total=len(indices), desc=desc, unit="frame", enabled=options.show_progress) as bar:
         for batch in loader:
-            image = batch["image"].to(device, non_blocking=True)
-            flow = batch["flow"].to(device, non_blocking=True)
+            count = batch["image"].shape[0]
+            image, flow = (batch[key].to(device, non_blocking=True) for key in ("image", "flow"))
+            if options.fixed_batch:
+                image, flow = _pad_batch(image, size), _pad_batch(flow, size)
             _synchronize(device)
             tic = time.perf_counter()
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = predictor(image, flow)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                        enabled=dtype is not None):
+                logits = predictor(image, flow)[:count]
             _synchronize(device)
             stats.model_seconds += time.perf_counter() - tic
+            _check_finite(logits, batch)
             with torch.inference_mode():
-                for k in range(logits.shape[0]):
-                    size = (int(batch["height"][k]), int(batch["width"][k]))
-                    prob = logits_to_probability(logits[k], size)
-                    payload = prob if crf else probability_to_uint8(prob, mode, threshold)
+                for k in range(count):
+                    size_k = (int(batch["height"][k]), int(batch["width"][k]))
+                    prob = logits_to_probability(logits[k], size_k).cpu()
                     path = output_path(out_dir, batch["sequence"][k], batch["frame"][k])
-                    pending.append(pool.submit(_write_frame, payload.cpu().numpy(), mode, threshold,
-                                               crf, batch["frame_path"][k], path))
-            stats.frames += logits.shape[0]
+                    pending.append(pool.submit(_write_map, prob, options.mode, options.threshold,
+                                               options.crf, batch["frame_path"][k], path))
+            stats.frames += count
             # Bound the queue of maps waiting to be written to about two batches.
-            while len(pending) > 2 * batchsize:
+            while len(pending) > 2 * size:
                 stats.written.append(pending.pop(0).result())
-            bar.update(logits.shape[0])
+            bar.update(count)
         stats.written.extend(future.result() for future in pending)
     stats.wall_seconds = time.perf_counter() - start
     return stats

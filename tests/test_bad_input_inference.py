@@ -1,0 +1,160 @@
+"""Bad input to ``inference.py``: one ``error:`` line, exit status 2, no traceback, and every input
+file byte-identical afterwards (issue "Dependable tools").
+
+A tiny test set (one sequence, two 64x64 frames, one flow) is written directly; most cases stop
+before the model is loaded, so their checkpoint is a placeholder file. The two checkpoint cases use
+a real ResNet-50 FSNet state_dict with NaN weights / with an output layer that overflows.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inference
+from lib.fsnet import FSNet
+from tests.cli_checks import assert_user_error, checksums, run_module
+from utils.checkpoint import save_checkpoint
+from utils.safety import LOCK_NAME
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    """``testset`` (TestSet/Toy/seq/{Frame,OF_FlowNet2}), ``frames`` and a placeholder checkpoint."""
+    root = tmp_path_factory.mktemp("bad_input")
+    seq = root / "TestSet" / "Toy" / "seq"
+    rng = np.random.default_rng(0)
+    for folder, count in (("Frame", 2), ("OF_FlowNet2", 1)):
+        (seq / folder).mkdir(parents=True)
+        for index in range(count):
+            pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(seq / folder / f"{index:05d}.png")
+    placeholder = root / "placeholder.pth"
+    placeholder.write_bytes(b"never loaded")
+    return {"testset": root / "TestSet", "frames": seq / "Frame", "checkpoint": placeholder,
+            "root": root}
+
+
+@pytest.fixture(scope="module")
+def broken_checkpoints(data) -> dict:
+    """Real FSNet checkpoints: ``nan`` (a NaN weight) and ``overflow`` (finite, logits overflow)."""
+    model = FSNet("resnet50")
+    state = model.state_dict()
+    nan = dict(state, **{"reduce_a1.reduce.0.conv_bn.0.weight":
+                         state["reduce_a1.reduce.0.conv_bn.0.weight"].clone().fill_(float("nan"))})
+    bn = "output_s.output.0.conv_bn.1."  # finite, but scales the features past float32's range
+    overflow = dict(state, **{bn + "weight": torch.full_like(state[bn + "weight"], 3e38),
+                              bn + "running_mean": torch.full_like(state[bn + "running_mean"], -1e3)})
+    paths = {"nan": data["root"] / "nan.pth", "overflow": data["root"] / "overflow.pth"}
+    save_checkpoint(nan, paths["nan"])
+    save_checkpoint({"model": overflow}, paths["overflow"])
+    return paths
+
+
+def run_main(capsys, data, *argv: str, checkpoint: Path | None = None) -> str:
+    """Run ``inference.main`` in-process; check the error convention and untouched inputs."""
+    checkpoint = checkpoint or data["checkpoint"]
+    before = checksums(data["testset"], checkpoint)
+    args = ["--model_path", str(checkpoint), "--dataset_path", str(data["testset"]),
+            "--testsize", "64", "--device", "cpu", "--workers", "0", "--no_progress", *argv]
+    code = inference.main(args)
+    err = capsys.readouterr().err
+    assert checksums(data["testset"], checkpoint) == before
+    return assert_user_error(code, err)
+
+
+def test_output_inside_dataset(capsys, data):
+    line = run_main(capsys, data, "--test_save", str(data["testset"] / "Toy" / "result"))
+    assert "--test_save" in line and "--dataset_path" in line
+    assert not (data["testset"] / "Toy" / "result").exists()
+
+
+def test_output_is_the_dataset_through_a_symlink(capsys, data, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(data["testset"], target_is_directory=True)
+    assert "overlaps" in run_main(capsys, data, "--test_save", str(link))
+
+
+def test_output_is_the_video_frame_folder(capsys, data):
+    line = run_main(capsys, data, "--video", str(data["frames"]), "--test_save", str(data["frames"]))
+    assert "--video" in line
+
+
+def test_lock_held_by_a_live_process(capsys, data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_NAME).write_text(f'{{"host": "{__import__("socket").gethostname()}", '
+                                     f'"pid": {other.pid}, "command": "inference.py"}}')
+        line = run_main(capsys, data, "--test_save", str(out))
+    finally:
+        other.kill()
+        other.wait()
+    assert f"process {other.pid}" in line
+    assert not list(out.rglob("*.png"))
+
+
+def test_non_finite_checkpoint(capsys, data, broken_checkpoints, tmp_path):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"),
+                    checkpoint=broken_checkpoints["nan"])
+    assert str(broken_checkpoints["nan"]) in line and ("NaN" in line or "non-finite" in line)
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_non_finite_output(capsys, data, broken_checkpoints, tmp_path):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--backend", "eager",
+                    checkpoint=broken_checkpoints["overflow"])
+    assert "NaN/inf" in line and "seq/00000" in line
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_missing_checkpoint(capsys, data, tmp_path):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--model_path",
+                    str(tmp_path / "missing.pth"))
+    assert "missing.pth" in line and "python -m utils.weights fsnet" in line
+
+
+@pytest.mark.parametrize("flag, value", [("--testsize", "100"), ("--testsize", "0"),
+                                         ("--batchsize", "0"), ("--batchsize", "many"),
+                                         ("--workers", "-1"), ("--threshold", "1.5")])
+def test_bad_numbers(capsys, data, tmp_path, flag, value):
+    assert flag in run_main(capsys, data, "--test_save", str(tmp_path / "out"), flag, value)
+    assert not (tmp_path / "out").exists()  # refused before the output folder is made
+
+
+def test_onnx_without_onnxruntime(capsys, data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--backend", "onnx")
+    assert "pip install onnx onnxruntime" in line
+
+
+def test_onnx_with_autocast(capsys, data, tmp_path):
+    assert "--amp" in run_main(capsys, data, "--test_save", str(tmp_path / "out"),
+                               "--backend", "onnx", "--amp", "bf16")
+
+
+def test_missing_flow_for_inner_frame(capsys, data, tmp_path):
+    broken = tmp_path / "TestSet"
+    frames = broken / "Toy" / "seq" / "Frame"
+    frames.mkdir(parents=True)
+    (broken / "Toy" / "seq" / "OF_FlowNet2").mkdir()
+    for index in range(3):
+        frames.joinpath(f"{index:05d}.png").write_bytes((data["frames"] / "00000.png").read_bytes())
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--dataset_path", str(broken))
+    assert "python -m utils.flow" in line and "00000.png" in line
+
+
+def test_command_line_in_a_subprocess(data, tmp_path):
+    """The real command: same convention, and nothing written."""
+    before = checksums(data["testset"])
+    result = run_module("inference.py", ["--model_path", str(data["checkpoint"]), "--dataset_path",
+                                         str(data["testset"]), "--testsize", "100",
+                                         "--test_save", str(tmp_path / "out")])
+    assert_user_error(result.returncode, result.stderr, "--testsize 100", "multiple of 32")
+    assert checksums(data["testset"]) == before and not (tmp_path / "out").exists()

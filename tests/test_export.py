@@ -1,0 +1,153 @@
+"""ONNX export (lib.export) and the ONNX Runtime backend of inference.py.
+
+The export and run tests need the optional onnxruntime (``requirements-extra.txt``) and skip
+cleanly without it; the "clear error without onnxruntime" tests simulate its absence. Tiny sizes:
+ResNet-50 FSNet at 64x64, a 2-frame test set.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inference
+from lib import export
+from lib.fsnet import FSNet
+from lib.verify import randomize_weights
+from tests.cli_checks import assert_user_error, checksums
+from utils.checkpoint import save_checkpoint
+
+HAS_ORT = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx/onnxruntime not installed (optional "
+                                                   "extra: pip install -r requirements-extra.txt)")
+
+
+@pytest.fixture(scope="module")
+def model() -> FSNet:
+    """Random, well-conditioned weights (a broken fold or pooling would not hide below 1e-4)."""
+    return randomize_weights(FSNet("resnet50")).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "fsnet.pth"
+    save_checkpoint({"model": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch flags the exporter used here
+def test_adaptive_pool_export_matches_torch_bins():
+    """The exported pooling reproduces PyTorch's bins, also when they overlap (bins > size)."""
+    if not HAS_ORT:
+        pytest.skip("onnx/onnxruntime not installed (optional extra)")
+    import io
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([torch.nn.functional.adaptive_avg_pool2d(x, b).flatten(2)
+                              for b in (1, 2, 3, 6)], 2)
+
+    buffer = io.BytesIO()
+    with export._exportable_pooling():
+        torch.onnx.export(Pool(), (torch.zeros(1, 2, 11, 11),), buffer, dynamo=False,
+                          opset_version=export.OPSET, input_names=["x"],
+                          dynamic_axes={"x": {2: "h", 3: "w"}})
+    import onnxruntime
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for shape in ((1, 2, 11, 11), (1, 2, 2, 5), (1, 2, 7, 13)):
+        x = torch.randn(*shape)
+        ours = session.run(None, {"x": x.numpy()})[0]
+        np.testing.assert_allclose(ours, Pool()(x).numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def static_onnx(model) -> bytes:
+    return export.export_bytes(model, 64)
+
+
+@needs_ort
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_export_matches_pytorch(model, static_onnx, dynamic):
+    onnx_model = export.export_bytes(model, 64, dynamic=True) if dynamic else static_onnx
+    predictor = export.OnnxPredictor(onnx_model)
+    check = export.check_export(model, predictor, (3, 3, 64, 64))
+    assert check.passed and check.logit_range > 0.01, check  # a real, varying output
+    if dynamic:
+        assert export.check_export(model, predictor, (1, 3, 96, 128)).passed
+    else:
+        with pytest.raises(Exception):
+            predictor(torch.zeros(1, 3, 96, 128), torch.zeros(1, 3, 96, 128))
+
+
+@needs_ort
+def test_check_detects_a_different_network(static_onnx):
+    other = randomize_weights(FSNet("resnet50"), seed=1).eval()
+    assert not export.check_export(other, export.OnnxPredictor(static_onnx),
+                                   (1, 3, 64, 64)).passed
+
+
+@needs_ort
+def test_command_line_export(checkpoint, tmp_path, capsys):
+    before = checksums(checkpoint)
+    out = tmp_path / "onnx" / "fsnet.onnx"
+    assert export.main(["--model_path", str(checkpoint), "--out", str(out), "--testsize", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "check OK" in printed and "of the logit range" in printed
+    assert out.is_file() and not list(out.parent.glob(".*.tmp"))
+    assert checksums(checkpoint) == before
+
+
+def test_command_line_export_errors(checkpoint, tmp_path, capsys):
+    for argv, fragment in ((["--model_path", str(tmp_path / "none.pth")], "python -m utils.weights"),
+                           (["--model_path", str(checkpoint), "--testsize", "70"], "multiple of 32"),
+                           (["--model_path", str(checkpoint), "--out", str(checkpoint)], "checkpoint itself")):
+        argv = ["--out", str(tmp_path / "x.onnx"), *argv]
+        assert_user_error(export.main(argv), capsys.readouterr().err, fragment)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_require_onnxruntime_names_the_install_command(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install onnx onnxruntime"):
+        export.require_onnxruntime()
+    code = export.main(["--model_path", str(checkpoint), "--out", str(tmp_path / "x.onnx")])
+    assert_user_error(code, capsys.readouterr().err, "onnxruntime is not installed",
+                      "pip install onnx onnxruntime")
+    assert inference.resolve_backend("auto", torch.device("cpu")) == "jit"
+
+
+def _tiny_testset(root: Path) -> Path:
+    seq = root / "TestSet" / "Toy" / "seq"
+    rng = np.random.default_rng(0)
+    for folder, count in (("Frame", 3), ("OF_FlowNet2", 2)):
+        (seq / folder).mkdir(parents=True)
+        for index in range(count):
+            Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(
+                seq / folder / f"{index:05d}.png")
+    return root / "TestSet"
+
+
+@needs_ort
+def test_inference_onnx_backend_end_to_end(checkpoint, tmp_path):
+    """``--backend onnx`` writes the maps of the plain forward (binary masks identical away from
+    the threshold) and records the backend; ``auto`` picks it on the CPU."""
+    testset = _tiny_testset(tmp_path)
+    common = ["--model_path", str(checkpoint), "--dataset_path", str(testset), "--testsize", "64",
+              "--device", "cpu", "--workers", "0", "--no_progress", "--mode", "binary"]
+    results = {}
+    for backend in ("onnx", "plain"):
+        args = inference.get_args_parser().parse_args(
+            common + ["--backend", backend, "--test_save", str(tmp_path / backend)])
+        results[backend] = inference.predict(inference.config_from_args(args))
+    assert results["onnx"].backend == "onnx" and results["onnx"].summary()["backend"] == "onnx"
+    assert results["onnx"].written == results["plain"].written == 2
+    for plain in (tmp_path / "plain").rglob("*.png"):
+        ours = np.asarray(Image.open(tmp_path / "onnx" / plain.relative_to(tmp_path / "plain")))
+        assert ours.shape == (48, 80)
+        assert (ours != np.asarray(Image.open(plain))).mean() < 0.01
+    assert inference.resolve_backend("auto", torch.device("cpu")) == "onnx"
