@@ -36,6 +36,7 @@ import torch
 from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
 from utils.data.dataset import TestDataset
 from utils.data.images import list_images
+from utils.data.verify import verify_samples
 from utils.device import resolve_device
 from utils.flow.generate import METHODS as FLOW_METHODS
 from utils.flow.generate import RAFT_MODELS, extract_frames, generate_flow
@@ -308,6 +309,8 @@ def _dataset_jobs(config: InferenceConfig) -> Tuple[List[Tuple[str, TestDataset]
         raise BadInputError(problems[0])
     if problems:
         raise BadInputError(f"{len(problems)} datasets cannot be read: " + " | ".join(problems))
+    verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
+                    for _, _, frame, flow in dataset.samples], same_size=False, what="test")
     return jobs, absent
 
 

@@ -12,8 +12,8 @@ largest absolute difference must stay within ``1e-4`` of the logit range; the ch
 ONNX has no adaptive average pooling with bins that do not divide the input (the PPM pools an
 11x11 map into 2, 3 and 6 bins), so it is exported as two matrix products with the exact
 PyTorch bin boundaries (``floor(i n / b)`` to ``ceil((i + 1) n / b)``), built in the graph from the
-input's shape. ``lib/`` imports nothing from ``utils/``: the checkpoint reader below is the small
-guarded one this module needs (``torch.load(weights_only=True)``, ``module.`` prefixes stripped).
+input's shape. Checkpoints are read with :mod:`lib.state_dict` (``lib/`` imports nothing from
+``utils/``).
 """
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ from torch import Tensor, nn
 
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet
+from lib.hub import WeightsCorruptError, WeightsNotFoundError
+from lib.state_dict import (CHANNEL_KEY, backbone_of, compare_state_dicts, first_non_finite,
+                            read_weights_file, strip_prefixes)
 
 PathLike = Union[str, Path]
 OPSET = 17
 #: Largest accepted ``max |onnx - torch|`` as a fraction of the PyTorch logit range.
 TOLERANCE = 1e-4
 ONNXRUNTIME_INSTALL = "pip install onnx onnxruntime (or pip install -r requirements-extra.txt)"
-_PREFIXES = ("module.", "_orig_mod.")
-_RES2NET_STEM = "resnet.conv1_rgb.0.weight"
-_CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -51,46 +51,31 @@ _CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
 def load_fsnet(path: PathLike) -> FSNet:
     """FSNet (eval mode, CPU) from a bare state_dict or a ``{"model": state_dict}`` checkpoint.
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file; refuses non-finite weights.
+    Read with :func:`lib.state_dict.read_weights_file`; raises ``FileNotFoundError`` /
+    ``ValueError`` (:mod:`lib.hub`'s weights errors) naming the file; refuses non-finite weights.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist — pass --model_path to an FSNet "
-                                f"checkpoint (python -m utils.weights fsnet downloads the release)")
+    fix = "pass an FSNet state_dict or training checkpoint"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, not a torch file, pickled objects
-        raise ValueError(f"cannot read checkpoint {path} ({type(error).__name__}) — pass an "
-                         f"FSNet state_dict or training checkpoint") from error
+        state = read_weights_file(path)
+    except WeightsNotFoundError as error:
+        raise WeightsNotFoundError(error.what, "pass --model_path to an FSNet checkpoint "
+                                   "(python -m utils.weights fsnet says where to get the release)")
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state_dict — pass an FSNet checkpoint")
-    state = {_strip(key): value for key, value in state.items()}
-    channel = state[_CHANNEL_KEY].shape[0] if _CHANNEL_KEY in state else 32
-    model = FSNet("res2net50" if _RES2NET_STEM in state else "resnet50", channel)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path} is not an FSNet checkpoint ({str(error).splitlines()[0]}) — "
-                         f"pass an FSNet state_dict or training checkpoint") from error
-    bad = non_finite_tensors(model)
-    if bad:
-        raise ValueError(f"{path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]}) — "
-                         f"use an earlier checkpoint of the run")
+        raise WeightsCorruptError(f"{path} holds no state_dict", fix)
+    state = strip_prefixes(state)
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise WeightsCorruptError(f"{path} holds non-finite weights, first {bad}",
+                                  "use an earlier checkpoint of the run")
+    backbone = backbone_of(state)
+    model = FSNet(backbone or "resnet50", state[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state else 32)
+    diff = compare_state_dicts(model.state_dict(), state)
+    if backbone is None or diff:
+        raise WeightsCorruptError(f"{path} is not an FSNet checkpoint ({diff.describe()})", fix)
+    model.load_state_dict(state)
     return model.eval()
-
-
-def _strip(key: str) -> str:
-    while key.startswith(_PREFIXES):
-        key = key.split(".", 1)[1]
-    return key
-
-
-def non_finite_tensors(model: nn.Module) -> list[str]:
-    """Names of the parameters and buffers of ``model`` holding NaN or inf values."""
-    tensors = list(model.named_parameters()) + list(model.named_buffers())
-    return [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 # ----------------------------------------------------------------------------- export

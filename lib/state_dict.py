@@ -15,6 +15,10 @@ from torch import Tensor
 from lib.hub import WeightsCorruptError, WeightsNotFoundError
 
 PREFIXES = ("module.", "_orig_mod.")
+#: Keys that tell the backbone (a 4-D 7x7 stem conv: ResNet; a deep stem: Res2Net) and the width.
+RESNET_STEM = "resnet.conv1_rgb.weight"
+RES2NET_STEM = "resnet.conv1_rgb.0.weight"
+CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
 SHOWN_KEYS = 10
 UNREADABLE_FIX = ("the file is truncated, not a PyTorch file, or stores Python objects other than "
                   "tensors/numbers/strings/containers: download or export it again")
@@ -78,3 +82,33 @@ def compare_state_dicts(expected: Mapping[str, Tensor], given: Mapping[str, Tens
         unexpected=[k for k in given if k not in expected],
         mismatched=[f"{k}: file {tuple(given[k].shape)} vs model {tuple(v.shape)}"
                     for k, v in expected.items() if k in given and given[k].shape != v.shape])
+
+
+def backbone_of(state_dict: Mapping[str, Tensor]) -> str | None:
+    """``"resnet50"`` or ``"res2net50"`` from an FSNet state_dict's stem keys, else ``None``."""
+    if RES2NET_STEM in state_dict:
+        return "res2net50"
+    if RESNET_STEM in state_dict and state_dict[RESNET_STEM].dim() == 4:
+        return "resnet50"
+    return None
+
+
+def first_non_finite(obj: Any, name: str = "") -> str | None:
+    """``"<key path> (<n> of <m> values are NaN/inf)"`` for the first floating-point tensor in
+    ``obj`` (nested dicts, lists, tuples) holding a NaN or inf, or ``None`` if every one is finite."""
+    if isinstance(obj, Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            bad = int((~torch.isfinite(obj)).sum())
+            return f"{name or 'tensor'} ({bad} of {obj.numel()} values are NaN/inf)"
+        return None
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None

@@ -14,14 +14,11 @@ from torch import Tensor, nn
 
 from lib.fsnet import FSNet
 from lib.hub import WeightsCorruptError, WeightsNotFoundError
-from lib.state_dict import compare_state_dicts, read_weights_file, strip_prefixes
+from lib.state_dict import (CHANNEL_KEY, RES2NET_STEM, RESNET_STEM, backbone_of, compare_state_dicts,
+                            first_non_finite, read_weights_file, strip_prefixes)
 from utils.cli import BadInputError, MissingInputError
 from utils.io import PathLike, atomic_path
 
-#: Key whose shape tells the backbone: a 4-D 7x7 stem conv (ResNet) or a deep-stem Sequential.
-_RESNET_STEM = "resnet.conv1_rgb.weight"
-_RES2NET_STEM = "resnet.conv1_rgb.0.weight"
-_CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
 
 
 class _WriteErrors:
@@ -71,27 +68,6 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def first_non_finite(obj: Any, name: str = "") -> str | None:
-    """``"<key path> (<n> of <m> values are NaN/inf)"`` for the first floating-point tensor in
-    ``obj`` (nested dicts, lists, tuples) holding a NaN or inf, or ``None`` if every one is finite."""
-    if isinstance(obj, Tensor):
-        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
-            bad = int((~torch.isfinite(obj)).sum())
-            return f"{name or 'tensor'} ({bad} of {obj.numel()} values are NaN/inf)"
-        return None
-    if isinstance(obj, Mapping):
-        items = obj.items()
-    elif isinstance(obj, (list, tuple)):
-        items = enumerate(obj)
-    else:
-        return None
-    for key, value in items:
-        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
-        if found is not None:
-            return found
-    return None
-
-
 def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str, mmap: bool = False) -> Any:
     """``torch.load`` on CPU with ``weights_only=True``; a missing or unreadable file, or one
     holding a NaN/inf tensor, raises an error naming ``path`` followed by the caller's fix.
@@ -138,12 +114,11 @@ def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
 
 def detect_backbone(state_dict: Mapping[str, Tensor]) -> str:
     """Return ``"resnet50"`` or ``"res2net50"`` from the stem keys (``ValueError`` otherwise)."""
-    if _RES2NET_STEM in state_dict:
-        return "res2net50"
-    if _RESNET_STEM in state_dict and state_dict[_RESNET_STEM].dim() == 4:
-        return "resnet50"
+    backbone = backbone_of(state_dict)
+    if backbone is not None:
+        return backbone
     raise BadInputError(
-        f"Not an FSNet state_dict: neither {_RESNET_STEM!r} (ResNet-50) nor {_RES2NET_STEM!r} "
+        f"Not an FSNet state_dict: neither {RESNET_STEM!r} (ResNet-50) nor {RES2NET_STEM!r} "
         f"(Res2Net-50) is present; it looks like {_describe(state_dict)}."
     )
 
@@ -181,7 +156,7 @@ def build_model_from_checkpoint(
     """
     state_dict = load_state_dict_file(path)
     backbone = detect_backbone(state_dict)
-    channel = state_dict[_CHANNEL_KEY].shape[0] if _CHANNEL_KEY in state_dict else 32
+    channel = state_dict[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state_dict else 32
     model = FSNet(backbone=backbone, channel=channel)
     try:
         load_model_weights(model, state_dict, strict=True)

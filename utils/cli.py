@@ -57,6 +57,8 @@ def os_error_message(error: OSError) -> Optional[str]:
                f"writable disk"
     if error.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {where} — fix the permissions or choose another path"
+    if error.errno == errno.ENOTDIR:
+        return f"not a folder: a part of {where} is a file — choose another path"
     if error.errno == errno.EDQUOT:
         return f"disk quota exceeded while writing {where} — free space or choose another folder"
     return None

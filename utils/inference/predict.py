@@ -133,12 +133,6 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
         raise BadInputError(
             f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "
             f"asked for: drop --backbone (it is detected from the checkpoint) or pass the right file.")
-    from lib.export import non_finite_tensors
-    bad = non_finite_tensors(model)
-    if bad:
-        raise BadInputError(f"checkpoint {path} holds NaN/inf weights ({len(bad)} tensors, e.g. "
-                            f"{bad[0]}); its maps would be meaningless",
-                            "use an earlier checkpoint of the run (train.py keeps one per epoch)")
     name = model.backbone_name
     return _wrap(model, backend, testsize, device), name  # _wrap consumes model (in-place fold)
 
