@@ -1,7 +1,7 @@
 """Training-step throughput of FSNet: samples/s of each option as a ratio to the default, one run.
 
     python -m bench.bench_train                           # CPU: 64 (batch 8, the demo) and 352 (batch 2)
-    python -m bench.bench_train --sizes 64 --rounds 4     # only the demo size, more samples
+    python -m bench.bench_train --sizes 64 --steps 8      # only the demo size, more samples
     python -m bench.bench_train --device cuda             # GPU: fp32 / channels_last / bf16 / fp16 at 352, batch 16
     python -m bench.bench_train --device cuda --profile   # + how busy the GPU is inside a step
 
@@ -13,9 +13,10 @@ train.py offers it. Each option changes ONE thing against the default, which is 
 today on the CPU: float32, contiguous tensors, torch's default thread count, and a ``DataLoader``
 with ``num_workers=0`` decoding and resizing JPEG/PNG files inside every step.
 
-Options run round-robin (``--rounds`` rounds of ``--block`` consecutive steps each; the first step
-of a block is not timed, so a worker's prefetch is never credited twice), so a busy machine slows
-every option alike: read the ratios, not the absolute rates. ``--profile`` adds, per option, the
+Options run round-robin (turns of ``--block`` consecutive steps each, until ``--steps`` steps per
+option are timed; the first step of a turn is not timed, so a worker's prefetch is never credited
+twice), so a busy machine slows every option alike: read the ratios, not the absolute rates.
+``--multiscale`` makes a step a whole recipe batch (one optimiser step per rate 0.75/1/1.25). ``--profile`` adds, per option, the
 number of kernels (GPU) or operators (CPU) per step, the share of the step the GPU is busy
 (kernel time / wall time: well below 1 means the step is bound by launches or host work, not by
 arithmetic) and the three most expensive kernels.
@@ -71,11 +72,12 @@ CPU_OPTIONS = (StepOption("default (fp32, loader 0 workers)"),
                StepOption("data: pre-decoded tensors", data="tensors"))
 #: On the GPU the data comes from memory: only the arithmetic format is compared.
 GPU_OPTIONS = (StepOption("fp32", data="tensors"),
-               StepOption("fp32 + channels_last", channels_last=True, data="tensors"),
+               StepOption("fp32+channels_last", channels_last=True, data="tensors"),
                StepOption("bf16", amp="bf16", data="tensors"),
-               StepOption("bf16 + channels_last", amp="bf16", channels_last=True, data="tensors"),
+               StepOption("bf16+channels_last", amp="bf16", channels_last=True, data="tensors"),
                StepOption("fp16", amp="fp16", data="tensors"),
-               StepOption("fp16 + channels_last", amp="fp16", channels_last=True, data="tensors"))
+               StepOption("fp16+channels_last", amp="fp16", channels_last=True, data="tensors"))
+MULTISCALE_RATES = (0.75, 1.0, 1.25)  # the official recipe's rates: one optimiser step each
 #: Options skipped at large sizes on the CPU, where decoding is a negligible share of a step.
 DATA_ONLY = ("data: 1 persistent worker", "data: pre-decoded tensors")
 
@@ -85,15 +87,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m bench.bench_train", __doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--backbone", default="res2net50", choices=BACKBONES)
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+    parser.add_argument("--sizes", "--size", dest="sizes", type=int, nargs="+", default=None,
                         help="input sizes (CPU: 64 352; GPU: 352)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="batch per size, same order (CPU: 8 2; GPU: 16)")
-    parser.add_argument("--options", nargs="+", default=None,
+    parser.add_argument("--options", "--configs", dest="options", nargs="+", default=None,
                         help="subset of option names (the first is the baseline; default: all)")
-    parser.add_argument("--rounds", type=int, default=2, help="round-robin rounds")
+    parser.add_argument("--multiscale", action="store_true",
+                        help="a step is a whole recipe batch: one optimiser step per rate 0.75/1/1.25")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per option")
     parser.add_argument("--block", type=int, default=3,
-                        help="consecutive steps per option and round; the first is not timed")
+                        help="consecutive steps per option and round-robin turn; the first is not timed")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per option before timing")
     parser.add_argument("--profile", action="store_true", help="also profile two steps per option")
     parser.add_argument("--json", default=None, help="also write the rows here")
     return parser
@@ -106,18 +111,23 @@ def sgd_for(model: FSNet) -> torch.optim.SGD:
 
 
 def train_step(model: FSNet, optimizer: torch.optim.Optimizer, batch: tuple[Tensor, Tensor, Tensor],
-               option: StepOption, device: torch.device) -> float:
-    """One optimiser step on ``batch`` (image, flow, gt); return the loss (synchronises)."""
+               option: StepOption, device: torch.device, sizes: tuple[int, ...]) -> float:
+    """One optimiser step on ``batch`` (image, flow, gt) per size in ``sizes`` (bilinear resize, as
+    the recipe's multi-scale training does); return the last loss (synchronises)."""
     memory_format = torch.channels_last if option.channels_last else torch.contiguous_format
-    image, flow, gt = (t.to(device, non_blocking=True) for t in batch)
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=AMP[option.amp] or torch.float32, enabled=option.amp != "off"):
-        pred_s, pred_e = model(image.contiguous(memory_format=memory_format),
-                               flow.contiguous(memory_format=memory_format))
-    loss = (F.binary_cross_entropy_with_logits(pred_s.float(), gt)
-            + F.binary_cross_entropy_with_logits(pred_e.float(), gt))
-    loss.backward()
-    optimizer.step()
+    loss = torch.zeros(())
+    for size in sizes:
+        image, flow, gt = (F.interpolate(t.to(device, non_blocking=True), size=(size, size), mode="bilinear",
+                                         align_corners=True) if t.shape[-1] != size else t.to(device)
+                           for t in batch)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=AMP[option.amp] or torch.float32, enabled=option.amp != "off"):
+            pred_s, pred_e = model(image.contiguous(memory_format=memory_format),
+                                   flow.contiguous(memory_format=memory_format))
+        loss = (F.binary_cross_entropy_with_logits(pred_s.float(), gt)
+                + F.binary_cross_entropy_with_logits(pred_e.float(), gt))
+        loss.backward()
+        optimizer.step()
     return loss.item()
 
 
@@ -149,8 +159,8 @@ class OptionRunner:
     """An option's model (one per memory format, shared), optimiser and batch stream."""
 
     def __init__(self, option: StepOption, model: FSNet, dataset: TrainDataset, batch: int,
-                 device: torch.device) -> None:
-        self.option, self.model, self.device = option, model, device
+                 device: torch.device, sizes: tuple[int, ...]) -> None:
+        self.option, self.model, self.device, self.sizes = option, model, device, sizes
         self.optimizer = sgd_for(model)
         self.stream = batches(dataset, option, batch)
         self.batch, self.times = batch, []
@@ -159,7 +169,7 @@ class OptionRunner:
         """One training step including the wait for its batch; return its seconds."""
         with threads(self.option.threads):
             start = time.perf_counter()
-            train_step(self.model, self.optimizer, next(self.stream), self.option, self.device)
+            train_step(self.model, self.optimizer, next(self.stream), self.option, self.device, self.sizes)
             return time.perf_counter() - start
 
     def block(self, steps: int) -> None:
@@ -213,19 +223,22 @@ def measure_size(size: int, batch: int, options: list[StepOption], data_root: Pa
     if any(o.channels_last for o in options):
         models[True] = FSNet(opts.backbone).to(device).train().to(memory_format=torch.channels_last)
         models[True].load_state_dict(base.state_dict())
-    runners = [OptionRunner(o, models[o.channels_last], dataset, batch, device) for o in options]
+    sizes = tuple(int(round(size * r / 32) * 32) for r in MULTISCALE_RATES) if opts.multiscale else (size,)
+    runners = [OptionRunner(o, models[o.channels_last], dataset, batch, device, sizes) for o in options]
     for runner in runners:  # warm-up: first-call allocations, oneDNN primitive creation
-        runner.step()
+        for _ in range(opts.warmup):
+            runner.step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(opts.rounds):
+    block = max(opts.block, 2)
+    for _ in range(-(-opts.steps // (block - 1))):  # round-robin turns until --steps are timed
         for runner in runners:
-            runner.block(opts.block)
+            runner.block(block)
     rows, baseline = [], None
     for runner in runners:
         rate = batch / statistics.median(runner.times)
         baseline = baseline or rate
-        row = {"size": size, "batch": batch, "option": runner.option.name, "samples_per_s": rate,
+        row = {"size": size, "sizes": list(sizes), "batch": batch, "option": runner.option.name, "samples_per_s": rate,
                "ratio": rate / baseline, "timed_steps": len(runner.times)}
         if opts.profile:
             row["profile"] = runner.profile()
@@ -274,7 +287,7 @@ def run(opts: argparse.Namespace) -> list[dict]:
     options = selected_options(device, opts.options)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"FSNet-{opts.backbone} training step ({name}, torch {torch.__version__}); "
-          f"{opts.rounds} rounds x {opts.block - 1} timed steps per option, median")
+          f"median of {opts.steps}+ timed steps per option" + (", multi-scale" if opts.multiscale else ""))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
         data_root = make_toy_dataset(Path(tmp) / "toy", config=BENCH_TOY)

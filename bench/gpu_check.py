@@ -45,6 +45,8 @@ STEP_KEYS = ("status", "seconds", "command", "result")
 LIMITS = {"inference": 120, "inference_graphs": 75, "train_step": 150, "torchrun": 90}
 #: The dry run checks the report's shape, not speed: a shared CPU gets generous limits.
 DRY_RUN_LIMIT = 400
+#: One compute thread in the dry run: on a shared CPU two OpenMP threads stall each other badly.
+DRY_RUN_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -79,9 +81,9 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
                   ["--testsize", "352", "--batchsize", "32", "--amp", "--workers", "4", "--repeats", "2",
                    "--test_sequences", "8", "--test_frames", "34"])
     train_step = ["-m", "bench.bench_train", "--device", device, "--profile", "--json", str(work / "train_step.json")]
-    train_step += (["--sizes", "64", "--batch", "2", "--rounds", "1", "--block", "2", "--options",
-                    "default (fp32, loader 0 workers)", "channels_last", "bf16 autocast"] if dry else
-                   ["--sizes", "352", "352", "--batch", "16", "48", "--rounds", "2", "--block", "3"])
+    train_step += (["--sizes", "64", "--batch", "2", "--steps", "1", "--block", "2", "--warmup", "0",
+                    "--options", "default (fp32, loader 0 workers)", "bf16 + channels_last"] if dry else
+                   ["--sizes", "352", "352", "--batch", "16", "48", "--steps", "4", "--block", "3"])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     train = ["train.py", "--train_type", "pretrain_rgb", "--data_root", str(work / "toy"), "--no_imagenet",
              "--epoch", "1" if dry else "4", "--device", device, "--save_path", str(work / "snapshot"), "--run_name", "gpu_check"]
@@ -96,14 +98,15 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
             "torchrun": [torchrun + train, torchrun + probe]}
 
 
-def run_step(commands: list[list[str]], limit: float) -> dict:
-    """Run the step's commands in turn within ``limit`` seconds; status ok / failed / timeout."""
+def run_step(commands: list[list[str]], limit: float, env: dict[str, str]) -> dict:
+    """Run the step's commands in turn within ``limit`` seconds (``env`` added to the environment);
+    status ok / failed / timeout."""
     start, tails, status = time.perf_counter(), [], "ok"
     for command in commands:
         left = limit - (time.perf_counter() - start)
         try:
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(left, 1),
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                                  env={**os.environ, "PYTHONPATH": str(REPO), **env})
         except subprocess.TimeoutExpired as error:
             tails.append(_tail(error.stdout) + _tail(error.stderr))
             status = "timeout"
@@ -149,8 +152,8 @@ def targets(steps: dict) -> dict:
     rows = (steps.get("train_step") or {}).get("result") or []
     rate = {(r["batch"], r["option"]): r["samples_per_s"] for r in rows}
     best_fps = max((v for k, v in graphs.items() if k.endswith("_fps") and v), default=None)
-    ratios = {f"batch_{b}": rate[(b, "bf16 + channels_last")] / rate[(b, "fp32")]
-              for b in sorted({b for b, _ in rate}) if (b, "fp32") in rate and (b, "bf16 + channels_last") in rate}
+    ratios = {f"batch_{b}": rate[(b, "bf16+channels_last")] / rate[(b, "fp32")]
+              for b in sorted({b for b, _ in rate}) if (b, "fp32") in rate and (b, "bf16+channels_last") in rate}
     return {"model_only_fps_at_352_bf16": best_fps,
             "model_only_fps_target": 1000,
             "model_only_met": None if best_fps is None else best_fps >= 1000,
@@ -192,7 +195,7 @@ def meta(dry: bool) -> dict:
 def make_toy(work: Path, dry: bool) -> None:
     """The toy training set the torchrun step reads."""
     from utils.data.toy import QUICK, ToyConfig, make_toy_dataset
-    make_toy_dataset(work / "toy", config=QUICK if dry else ToyConfig(), workers=4)
+    make_toy_dataset(work / "toy", config=QUICK if dry else ToyConfig(), workers=1 if dry else 4)
 
 
 def run_checks(args: argparse.Namespace) -> int:
@@ -208,7 +211,8 @@ def run_checks(args: argparse.Namespace) -> int:
         commands = step_commands(args.dry_run, work)
         for name in args.steps:
             print(f"[gpu_check] {name} ...", flush=True)
-            outcome = run_step(commands[name], DRY_RUN_LIMIT if args.dry_run else LIMITS[name])
+            outcome = run_step(commands[name], DRY_RUN_LIMIT if args.dry_run else LIMITS[name],
+                               DRY_RUN_ENV if args.dry_run else {})
             outcome["result"] = step_result(name, work, outcome["output_tail"])
             report["steps"][name] = outcome
             report["targets"] = targets(report["steps"])
