@@ -52,7 +52,7 @@ class Recipe:
     infer_batchsize: int      # frames per forward pass at inference
 
 
-FULL_RECIPE = Recipe(size=64, epochs={"pretrain_rgb": 4, "pretrain_flow": 3, "finetune": 6},
+FULL_RECIPE = Recipe(size=64, epochs={"pretrain_rgb": 6, "pretrain_flow": 4, "finetune": 8},
                      batchsize=8, lr=1e-2, max_samples=None, infer_batchsize=12)
 QUICK_RECIPE = Recipe(size=64, epochs={s: 1 for s in STAGES}, batchsize=2, lr=1e-2, max_samples=4,
                       infer_batchsize=4)
