@@ -1,7 +1,7 @@
 """Run the whole FSNet pipeline on generated data: toy set + flow -> three training stages ->
 inference (binary and saliency) -> DAVIS-2016 and V-SOD evaluation, untrained vs trained.
 
-    python demo.py            # the documented demo recipe (docs/demo.md: a few minutes on 2 CPU cores)
+    python demo.py            # the demo recipe (docs/demo.md: recipe, phases, measured times)
     python demo.py --quick    # every phase for one or two iterations (what the tests run)
 
 Every phase calls the same library code as the command-line tools (``train.main``,
