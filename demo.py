@@ -1,69 +1,88 @@
 """Run the whole FSNet pipeline on generated data: toy set + flow -> three training stages ->
 inference (binary and saliency) -> DAVIS-2016 and V-SOD evaluation, untrained vs trained.
 
-    python demo.py            # the documented demo recipe (< 10 min on 2 CPU cores)
+    python demo.py            # the demo recipe (docs/demo.md: recipe, phases, measured times)
     python demo.py --quick    # every phase for one or two iterations (what the tests run)
 
-Every phase calls the same code as the command-line tools (``train.main``, ``inference.main``,
-``eval.davis16.main``, ``eval.vsod.main``); there is no second training loop here. Re-running
-reuses what exists (toy data, stage checkpoints, masks) unless ``--fresh``; an interrupted run
-resumes from the last completed stage epoch.
+Every phase calls the same library code as the command-line tools (``train.main``,
+``inference.main``, ``eval.davis16.evaluate``, ``eval.vsod.evaluate_datasets``); there is no second
+training loop here. Re-running reuses what exists (toy data, stage checkpoints, masks) unless
+``--fresh``; an interrupted run resumes from the last completed stage epoch.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, TypeVar
 
 import torch
 
 import inference
 import train
 from eval import davis16, vsod
+from eval.davis.report import summary_table, to_json
+from eval.sod.report import format_table, schema, write_json
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
-from utils.inference.overlay import write_overlay_gif
+from utils.cli import MissingInputError, make_parser, run_guarded
 from utils.data.toy import make_toy_dataset
+from utils.device import resolve_device
+from utils.inference.overlay import write_overlay_gif
+from utils.io import write_text
+from utils.safety import LOCK_NAME, check_writable, output_lock
 from utils.training.state import is_finished
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
 TOY_DATASET = "Toy"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """The demo's training recipe (documented in docs/training.md, section "The demo recipe (`demo.py`)")."""
+    """The demo's training and inference settings (documented in docs/demo.md)."""
 
-    size: int             # train and test size (square, multiple of 32)
-    epochs: Dict[str, int]
+    size: int                 # train and test size (square, multiple of 32)
+    epochs: Dict[str, int]    # per stage; the last epoch of each runs at lr/10
     batchsize: int
     lr: float
     max_samples: Optional[int]
+    infer_batchsize: int      # frames per forward pass at inference
 
 
-FULL_RECIPE = Recipe(size=64, epochs={"pretrain_rgb": 12, "pretrain_flow": 8, "finetune": 12},
-                     batchsize=8, lr=1e-2, max_samples=None)
-QUICK_RECIPE = Recipe(size=64, epochs={s: 1 for s in STAGES}, batchsize=2, lr=1e-2, max_samples=4)
+FULL_RECIPE = Recipe(size=64, epochs={"pretrain_rgb": 6, "pretrain_flow": 4, "finetune": 8},
+                     batchsize=8, lr=1e-2, max_samples=None, infer_batchsize=12)
+QUICK_RECIPE = Recipe(size=64, epochs={s: 1 for s in STAGES}, batchsize=2, lr=1e-2, max_samples=4,
+                      infer_batchsize=4)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``python demo.py``."""
-    parser = argparse.ArgumentParser(description="FSNet end to end on a generated toy data set.")
-    parser.add_argument("--quick", action="store_true",
-                        help="one or two iterations per phase on a handful of frames (< 2 min)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete this demo's data, checkpoints and results first")
-    parser.add_argument("--workdir", default=".", help="root for dataset/, snapshot/, result/")
-    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"))
-    parser.add_argument("--imagenet", default=None, metavar="PATH",
-                        help="ImageNet backbone file; default: random initialisation")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where one demo run reads and writes (everything under ``--workdir``)."""
+
+    data: Path       # the toy data set
+    snapshot: Path   # train.py's --save_path
+    tag: str         # train.py's --run_name
+    result: Path     # masks, reports, overlay GIF
+
+    @property
+    def run(self) -> Path:
+        """The stage checkpoints' parent: ``<snapshot>/<tag>``."""
+        return self.snapshot / self.tag
+
+    @property
+    def test_root(self) -> Path:
+        """The toy test set in the FSNet test layout: ``<data>/TestSet``."""
+        return self.data / "TestSet"
+
+    @classmethod
+    def under(cls, workdir: Path, quick: bool) -> "DemoPaths":
+        """The demo's folders under ``workdir`` (``--quick`` runs use their own)."""
+        tag = "demo-quick" if quick else "demo"
+        return cls(data=workdir / "dataset" / ("ToyQuick" if quick else "Toy"),
+                   snapshot=workdir / "snapshot", tag=tag, result=workdir / "result" / tag)
 
 
 class PhaseTimer:
@@ -72,149 +91,189 @@ class PhaseTimer:
     def __init__(self) -> None:
         self.times: Dict[str, float] = {}
 
-    def run(self, name: str, fn: Callable[[], object]) -> object:
+    def run(self, name: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` as the phase ``name``; return its result."""
         print(f"\n=== {name} ===", flush=True)
         start = time.perf_counter()
         result = fn()
         self.times[name] = time.perf_counter() - start
+        print(f"--- {name}: {self.times[name]:.1f} s", flush=True)
         return result
 
 
-def _paths(args: argparse.Namespace) -> Dict[str, Path]:
-    root = Path(args.workdir)
-    tag = "demo-quick" if args.quick else "demo"
-    return {
-        "data": root / "dataset" / ("ToyQuick" if args.quick else "Toy"),
-        "snapshot": root / "snapshot",
-        "run": root / "snapshot" / tag,
-        "result": root / "result" / tag,
-        "tag": Path(tag),
-    }
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python demo.py``."""
+    parser = make_parser("python demo.py", "FSNet end to end on a generated toy data set.")
+    parser.add_argument("--quick", action="store_true",
+                        help="one or two iterations per phase on a handful of frames (< 2 min)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete this demo's data, checkpoints and results first")
+    parser.add_argument("--workdir", default=".", help="root for dataset/, snapshot/, result/")
+    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"))
+    parser.add_argument("--imagenet", default=None, metavar="PATH",
+                        help="ImageNet backbone file; default: random initialisation")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
 
 
-def _stage_argv(args: argparse.Namespace, recipe: Recipe, paths: Dict[str, Path], stage: str) -> List[str]:
-    argv = ["--train_type", stage, "--data_root", str(paths["data"]),
-            "--save_path", str(paths["snapshot"]), "--run_name", str(paths["tag"]),
-            "--backbone", args.backbone, "--epoch", str(recipe.epochs[stage]),
-            "--decay_epoch", str(recipe.epochs[stage] - 1), "--lr", str(recipe.lr),
-            "--batchsize", str(recipe.batchsize), "--trainsize", str(recipe.size), "--rates", "1",
-            "--seed", str(args.seed), "--num_workers", "0", "--device", args.device,
-            "--save_from_epoch", str(recipe.epochs[stage]), "--resume", "auto"]
-    if recipe.max_samples:
-        argv += ["--max_samples", str(recipe.max_samples)]
+def check_inputs(args: argparse.Namespace, paths: DemoPaths) -> None:
+    """Every check that can fail on the user's input, before any work starts."""
+    resolve_device(args.device)
+    if args.imagenet and not Path(args.imagenet).is_file():
+        raise MissingInputError(f"--imagenet {args.imagenet} does not exist",
+                                "pass an ImageNet backbone file, or drop --imagenet")
+    for folder in (paths.data.parent, paths.snapshot, paths.result):
+        check_writable(folder)
+
+
+def clear_outputs(paths: DemoPaths) -> None:
+    """``--fresh``: delete this demo's data set, checkpoints and results (the lock file stays)."""
+    shutil.rmtree(paths.data, ignore_errors=True)
+    shutil.rmtree(paths.run, ignore_errors=True)
+    for child in paths.result.iterdir():
+        if child.name != LOCK_NAME:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def make_data(args: argparse.Namespace, paths: DemoPaths) -> Path:
+    """Write the toy data set (frames, masks, DIS flow) into ``paths.data``."""
+    return make_toy_dataset(paths.data, seed=args.seed, quick=args.quick, progress=True)
+
+
+def train_stage(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, stage: str) -> None:
+    """Train (or resume) one stage with train.py's library entry (writes ``<run>/<stage>/``)."""
+    epochs = recipe.epochs[stage]
+    argv = ["--train_type", stage, "--data_root", str(paths.data), "--save_path", str(paths.snapshot),
+            "--run_name", paths.tag, "--backbone", args.backbone, "--epoch", str(epochs),
+            "--decay_epoch", str(epochs - 1), "--lr", str(recipe.lr), "--batchsize", str(recipe.batchsize),
+            "--trainsize", str(recipe.size), "--rates", "1", "--seed", str(args.seed),
+            "--num_workers", "0", "--device", args.device, "--save_from_epoch", str(epochs),
+            "--resume", "auto"]
+    argv += ["--max_samples", str(recipe.max_samples)] if recipe.max_samples else []
     argv += ["--imagenet", args.imagenet] if args.imagenet else ["--no_imagenet"]
-    return argv
+    train.main(train.get_args_parser().parse_args(argv))
 
 
-def _train_stage(args: argparse.Namespace, recipe: Recipe, paths: Dict[str, Path], stage: str) -> Path:
-    """Train (or resume) one stage through ``train.main``; a finished stage is reused as is."""
-    last = paths["run"] / stage / "last.pth"
-    if is_finished(last):
-        print(f"reusing the finished {stage} stage in {last.parent} (--fresh to retrain)")
-    else:
-        train.main(train.get_args_parser().parse_args(_stage_argv(args, recipe, paths, stage)))
-    return last
+def predict(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, checkpoint: Path,
+            mode: str, out: Path) -> None:
+    """Write ``mode`` maps of the toy test set into ``out`` with inference.py's library entry
+    (plain forward: no per-shape tracing cost for 36 tiny frames)."""
+    argv = ["--model_path", str(checkpoint), "--dataset_path", str(paths.test_root),
+            "--datasets", TOY_DATASET, "--test_save", str(out), "--mode", mode,
+            "--testsize", str(recipe.size), "--batchsize", str(recipe.infer_batchsize),
+            "--device", args.device, "--workers", "0", "--skip_existing", "--no_fast"]
+    inference.main(inference.get_args_parser().parse_args(argv))
 
 
-def _save_untrained(args: argparse.Namespace, paths: Dict[str, Path]) -> Path:
-    target = paths["run"] / "untrained.pth"
+def trained_stages(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths,
+                   timer: PhaseTimer) -> Dict[str, Path]:
+    """The three stages' ``last.pth``, training the stages that are not finished yet."""
+    checkpoints = {stage: paths.run / stage / "last.pth" for stage in STAGES}
+    for stage, last in checkpoints.items():
+        if is_finished(last):
+            print(f"reusing the finished {stage} stage in {last.parent} (--fresh to retrain)")
+        else:
+            timer.run(f"train: {stage}", lambda s=stage: train_stage(args, recipe, paths, s))
+    return checkpoints
+
+
+def save_untrained(args: argparse.Namespace, paths: DemoPaths) -> Path:
+    """The seeded, untrained FSNet as a checkpoint (the "before" of the comparison)."""
+    target = paths.run / "untrained.pth"
     if not target.exists():
         torch.manual_seed(args.seed)
         save_checkpoint(FSNet(backbone=args.backbone).state_dict(), target)
     return target
 
 
-def _infer(args: argparse.Namespace, recipe: Recipe, paths: Dict[str, Path], checkpoint: Path,
-           mode: str, out: Path) -> dict:
-    argv = ["--model_path", str(checkpoint), "--dataset_path", str(paths["data"] / "TestSet"),
-            "--datasets", TOY_DATASET, "--test_save", str(out), "--mode", mode,
-            "--testsize", str(recipe.size), "--batchsize", "8", "--device", args.device,
-            "--workers", "0", "--skip_existing"]
-    return inference.main(inference.get_args_parser().parse_args(argv))
+def score_davis(paths: DemoPaths, pred: Path, name: str) -> dict:
+    """DAVIS-2016 J/F/T of binary masks ``pred`` (report written to ``davis16_<name>.json``)."""
+    report = davis16.evaluate(pred / TOY_DATASET, paths.test_root / TOY_DATASET, workers=1)
+    write_text(paths.result / f"davis16_{name}.json", to_json(report))
+    print(summary_table(report))
+    return report
 
 
-def _davis(paths: Dict[str, Path], pred: Path, name: str) -> dict:
-    report = paths["result"] / f"davis16_{name}.json"
-    code = davis16.main(["--pred", str(pred / TOY_DATASET), "--gt", str(paths["data"] / "TestSet" / TOY_DATASET),
-                         "--json", str(report), "--workers", "1"])
-    if code != 0:
-        raise RuntimeError(f"eval.davis16 failed on {pred} (exit code {code})")
-    return json.loads(report.read_text())
+def score_vsod(paths: DemoPaths, pred: Path) -> dict:
+    """V-SOD S/E/F/MAE of saliency maps ``pred`` on the toy set (report: ``vsod_trained.json``)."""
+    results = vsod.evaluate_datasets(pred, paths.test_root, [TOY_DATASET], workers=1)
+    write_json(results, paths.result / "vsod_trained.json")
+    print(format_table(results))
+    return schema(results)["datasets"][TOY_DATASET]
 
 
-def _vsod(paths: Dict[str, Path], pred: Path) -> dict:
-    report = paths["result"] / "vsod_trained.json"
-    code = vsod.main(["--pred", str(pred), "--gt", str(paths["data"] / "TestSet"),
-                      "--datasets", TOY_DATASET, "--json", str(report), "--workers", "1"])
-    if code != 0:
-        raise RuntimeError(f"eval.vsod failed on {pred} (exit code {code})")
-    return json.loads(report.read_text())
-
-
-def _overlay(paths: Dict[str, Path], pred: Path) -> Path:
-    seq_dir = sorted((paths["data"] / "TestSet" / TOY_DATASET).iterdir())[0]
+def write_overlay(paths: DemoPaths, pred: Path) -> Path:
+    """Overlay GIF of the first test sequence's predicted masks over its frames."""
+    seq_dir = sorted((paths.test_root / TOY_DATASET).iterdir())[0]
     masks = sorted((pred / TOY_DATASET / seq_dir.name).glob("*.png"))
     frames = [seq_dir / "Frame" / f"{mask.stem}.jpg" for mask in masks]
-    out = paths["result"] / f"overlay_{seq_dir.name}.gif"
+    out = paths.result / f"overlay_{seq_dir.name}.gif"
     write_overlay_gif(frames, masks, out)
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def run_demo(args: argparse.Namespace) -> dict:
     """Run every phase and return a summary (mean-J untrained/trained, tables, timings, paths)."""
-    args = get_args_parser().parse_args(argv)
     recipe = QUICK_RECIPE if args.quick else FULL_RECIPE
-    paths = _paths(args)
-    if args.fresh:
-        for key in ("data", "run", "result"):
-            shutil.rmtree(paths[key], ignore_errors=True)
-    paths["result"].mkdir(parents=True, exist_ok=True)
-    timer = PhaseTimer()
+    paths = DemoPaths.under(Path(args.workdir), args.quick)
+    check_inputs(args, paths)
+    with output_lock(paths.result, "demo.py"):
+        if args.fresh:
+            clear_outputs(paths)
+        return _run_phases(args, recipe, paths)
 
-    if not (paths["data"] / "toy.json").is_file():
-        timer.run("toy data set + DIS optical flow",
-                  lambda: make_toy_dataset(paths["data"], seed=args.seed, quick=args.quick, progress=True))
+
+def _run_phases(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths) -> dict:
+    timer, start = PhaseTimer(), time.perf_counter()
+    if (paths.data / "toy.json").is_file():
+        print(f"reusing the toy data set in {paths.data} (--fresh to regenerate)")
     else:
-        print(f"reusing the toy data set in {paths['data']} (--fresh to regenerate)")
-    checkpoints = {stage: timer.run(f"train: {stage}", lambda s=stage: _train_stage(args, recipe, paths, s))
-                   for stage in STAGES}
-    untrained = _save_untrained(args, paths)
-    binary_untrained = paths["result"] / "untrained-binary"
-    binary, saliency = paths["result"] / "binary", paths["result"] / "saliency"
-    timer.run("inference: untrained model (binary)",
-              lambda: _infer(args, recipe, paths, untrained, "binary", binary_untrained))
-    timer.run("inference: finetuned model (binary)",
-              lambda: _infer(args, recipe, paths, checkpoints["finetune"], "binary", binary))
-    timer.run("inference: finetuned model (saliency)",
-              lambda: _infer(args, recipe, paths, checkpoints["finetune"], "saliency", saliency))
-    scores_untrained = timer.run("eval.davis16: untrained", lambda: _davis(paths, binary_untrained, "untrained"))
-    scores = timer.run("eval.davis16: finetuned", lambda: _davis(paths, binary, "trained"))
-    sod = timer.run("eval.vsod: finetuned", lambda: _vsod(paths, saliency))
-    gif = timer.run("overlay GIF", lambda: _overlay(paths, binary))
-
+        timer.run("toy data set + DIS optical flow", lambda: make_data(args, paths))
+    checkpoints = trained_stages(args, recipe, paths, timer)
+    untrained = save_untrained(args, paths)
+    binary_untrained = paths.result / "untrained-binary"
+    binary, saliency = paths.result / "binary", paths.result / "saliency"
+    for name, checkpoint, mode, out in (("untrained model (binary)", untrained, "binary", binary_untrained),
+                                        ("finetuned model (binary)", checkpoints["finetune"], "binary", binary),
+                                        ("finetuned model (saliency)", checkpoints["finetune"], "saliency",
+                                         saliency)):
+        timer.run(f"inference: {name}", lambda c=checkpoint, m=mode, o=out: predict(args, recipe, paths, c, m, o))
+    scores_untrained = timer.run("eval.davis16: untrained", lambda: score_davis(paths, binary_untrained, "untrained"))
+    scores = timer.run("eval.davis16: finetuned", lambda: score_davis(paths, binary, "trained"))
+    sod = timer.run("eval.vsod: finetuned", lambda: score_vsod(paths, saliency))
+    gif = timer.run("overlay GIF", lambda: write_overlay(paths, binary))
     summary = {
         "mean_J_untrained": scores_untrained["overall"]["J"]["mean"],
         "mean_J_trained": scores["overall"]["J"]["mean"],
         "davis16": scores["overall"],
-        "vsod": sod["datasets"][TOY_DATASET],
+        "vsod": sod,
         "phase_seconds": timer.times,
-        "result_dir": str(paths["result"]),
+        "wall_seconds": time.perf_counter() - start,
+        "result_dir": str(paths.result),
         "overlay_gif": str(gif),
         "checkpoints": {stage: str(path) for stage, path in checkpoints.items()},
     }
-    _print_summary(summary)
+    print_summary(summary)
     return summary
 
 
-def _print_summary(summary: dict) -> None:
+def print_summary(summary: dict) -> None:
+    """The closing lines: mean-J before/after, every phase's time, where the results are."""
     print("\n=== summary ===")
     print(f"mean-J on the toy test set: untrained {summary['mean_J_untrained']:.3f}  "
           f"->  finetuned {summary['mean_J_trained']:.3f}")
     for name, seconds in summary["phase_seconds"].items():
         print(f"  {seconds:7.1f} s  {name}")
-    print(f"  {sum(summary['phase_seconds'].values()):7.1f} s  total")
+    print(f"  {summary['wall_seconds']:7.1f} s  total (wall clock, after start-up)")
     print(f"results: {summary['result_dir']}\noverlay: {summary['overlay_gif']}")
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input)."""
+    args = get_args_parser().parse_args(argv)
+    return run_guarded(lambda: run_demo(args), args.debug)
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

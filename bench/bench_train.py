@@ -1,114 +1,310 @@
-"""Training-step throughput and peak memory of FSNet: fp32 vs channels_last (vs AMP on CUDA).
+"""Training-step throughput of FSNet: samples/s of each option as a ratio to the default, one run.
 
-    python -m bench.bench_train                        # CUDA: batch 16 at 352; CPU: batch 2 at 64
-    python -m bench.bench_train --multiscale           # one full batch = steps at 256/352/448
+    python -m bench.bench_train                           # CPU: 64 (batch 8, the demo) and 352 (batch 2)
+    python -m bench.bench_train --sizes 64 --steps 8      # only the demo size, more samples
+    python -m bench.bench_train --device cuda             # GPU: fp32 / channels_last / bf16 / fp16 at 352, batch 16
+    python -m bench.bench_train --device cuda --profile   # + how busy the GPU is inside a step
 
-Every configuration runs ``train.train_batch`` (the training loop's own step: forward, both BCE
-losses, backward, SGD) on the same random batch from the same initial weights; the table gives
-median samples/s, the ratio to the fp32 baseline measured in the same run, and peak memory (CUDA:
-``max_memory_allocated`` per configuration; CPU: the process's peak RSS so far).
+A step is the recipe's: forward of both streams, both BCE-with-logits losses, backward, SGD
+(lr 1e-2, momentum 0.9, weight decay 5e-4), on ``finetune`` samples of a small generated toy set
+(image + flow + GT). It is built here from the library pieces (``lib.fsnet.FSNet``,
+``utils.data.dataset.TrainDataset``, ``torch.optim.SGD``), so an option can be measured before
+train.py offers it. Each option changes ONE thing against the default, which is what train.py does
+today on the CPU: float32, contiguous tensors, torch's default thread count, and a ``DataLoader``
+with ``num_workers=0`` decoding and resizing JPEG/PNG files inside every step.
+
+Options run round-robin (turns of ``--block`` consecutive steps each, until ``--steps`` steps per
+option are timed; the first step of a turn is not timed, so a worker's prefetch is never credited
+twice), so a busy machine slows every option alike: read the ratios, not the absolute rates.
+``--multiscale`` makes a step a whole recipe batch (one optimiser step per rate 0.75/1/1.25). ``--profile`` adds, per option, the
+number of kernels (GPU) or operators (CPU) per step, the share of the step the GPU is busy
+(kernel time / wall time: well below 1 means the step is bound by launches or host work, not by
+arithmetic) and the three most expensive kernels.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import resource
 import statistics
+import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from lib.backbones import BACKBONES
+from lib.fsnet import FSNet
+from utils.cli import BadInputError, make_parser, run_guarded
+from utils.data.dataset import TrainDataset
+from utils.data.toy import ToyConfig, make_toy_dataset
+from utils.device import resolve_device
+
+#: The toy set the steps read: 6 sequences x 8 frames -> 42 finetune samples (last frames lack flow).
+BENCH_TOY = ToyConfig(train_sequences=6, train_frames=8, test_sequences=1, test_frames=3, static_images=2)
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-import train  # noqa: E402
-from lib.backbones import BACKBONES  # noqa: E402
-from lib.fsnet import FSNet  # noqa: E402
-from utils.training.distributed import DistEnv  # noqa: E402
+@dataclass(frozen=True)
+class StepOption:
+    """One way to run the training step (the default changes nothing)."""
 
-#: (name, --amp, --channels_last); AMP rows only on CUDA.
-CONFIGS = [("fp32", "off", False), ("fp32+channels_last", "off", True),
-           ("bf16", "bf16", False), ("bf16+channels_last", "bf16", True),
-           ("fp16", "fp16", False), ("fp16+channels_last", "fp16", True)]
+    name: str
+    amp: str = "off"              # autocast dtype: off, bf16 or fp16
+    channels_last: bool = False   # model and inputs in channels_last (NHWC) memory format
+    threads: Optional[int] = None  # torch.set_num_threads during the step (None: leave as is)
+    data: str = "loader"          # loader (decode every step, 0 workers), worker (1 persistent
+                                  # worker, prefetch 1) or tensors (decoded once, in memory)
+
+
+CPU_OPTIONS = (StepOption("default (fp32, loader 0 workers)"),
+               StepOption("channels_last", channels_last=True),
+               StepOption("bf16 autocast", amp="bf16"),
+               StepOption("bf16 + channels_last", amp="bf16", channels_last=True),
+               StepOption("1 thread", threads=1),
+               StepOption("data: 1 persistent worker", data="worker"),
+               StepOption("data: pre-decoded tensors", data="tensors"))
+#: On the GPU the data comes from memory: only the arithmetic format is compared.
+GPU_OPTIONS = (StepOption("fp32", data="tensors"),
+               StepOption("fp32+channels_last", channels_last=True, data="tensors"),
+               StepOption("bf16", amp="bf16", data="tensors"),
+               StepOption("bf16+channels_last", amp="bf16", channels_last=True, data="tensors"),
+               StepOption("fp16", amp="fp16", data="tensors"),
+               StepOption("fp16+channels_last", amp="fp16", channels_last=True, data="tensors"))
+MULTISCALE_RATES = (0.75, 1.0, 1.25)  # the official recipe's rates: one optimiser step each
+#: Options skipped at large sizes on the CPU, where decoding is a negligible share of a step.
+DATA_ONLY = ("data: 1 persistent worker", "data: pre-decoded tensors")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line flags of the benchmark (sizes and batch default per device)."""
-    p = argparse.ArgumentParser("Benchmark FSNet training steps")
-    p.add_argument("--backbone", default="res2net50", choices=BACKBONES)
-    p.add_argument("--size", type=int, default=None, help="input size (CUDA 352, CPU 64)")
-    p.add_argument("--batch", type=int, default=None, help="batch (CUDA 16, CPU 2)")
-    p.add_argument("--multiscale", action="store_true",
-                   help="time a whole batch of the recipe: one step per rate 0.75/1/1.25")
-    p.add_argument("--steps", type=int, default=5, help="timed batches per configuration")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--configs", nargs="+", default=None, choices=[c[0] for c in CONFIGS],
-                   help="subset of configurations (the first one is the baseline)")
-    p.add_argument("--device", default=None)
-    return p
+    """Command-line options of ``python -m bench.bench_train``."""
+    parser = make_parser("python -m bench.bench_train", __doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--backbone", default="res2net50", choices=BACKBONES)
+    parser.add_argument("--sizes", "--size", dest="sizes", type=int, nargs="+", default=None,
+                        help="input sizes (CPU: 64 352; GPU: 352)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="batch per size, same order (CPU: 8 2; GPU: 16)")
+    parser.add_argument("--options", "--configs", dest="options", nargs="+", default=None,
+                        help="subset of option names (the first is the baseline; default: all)")
+    parser.add_argument("--multiscale", action="store_true",
+                        help="a step is a whole recipe batch: one optimiser step per rate 0.75/1/1.25")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per option")
+    parser.add_argument("--block", type=int, default=3,
+                        help="consecutive steps per option and round-robin turn; the first is not timed")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per option before timing")
+    parser.add_argument("--profile", action="store_true", help="also profile two steps per option")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    return parser
+
+
+def sgd_for(model: FSNet) -> torch.optim.SGD:
+    """The recipe's SGD over the trainable parameters (train.py's choice of parameters)."""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2,
+                           momentum=0.9, weight_decay=5e-4)
+
+
+def train_step(model: FSNet, optimizer: torch.optim.Optimizer, batch: tuple[Tensor, Tensor, Tensor],
+               option: StepOption, device: torch.device, sizes: tuple[int, ...]) -> float:
+    """One optimiser step on ``batch`` (image, flow, gt) per size in ``sizes`` (bilinear resize, as
+    the recipe's multi-scale training does); return the last loss (synchronises)."""
+    memory_format = torch.channels_last if option.channels_last else torch.contiguous_format
+    loss = torch.zeros(())
+    for size in sizes:
+        image, flow, gt = (F.interpolate(t.to(device, non_blocking=True), size=(size, size), mode="bilinear",
+                                         align_corners=True) if t.shape[-1] != size else t.to(device)
+                           for t in batch)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=AMP[option.amp] or torch.float32, enabled=option.amp != "off"):
+            pred_s, pred_e = model(image.contiguous(memory_format=memory_format),
+                                   flow.contiguous(memory_format=memory_format))
+        loss = (F.binary_cross_entropy_with_logits(pred_s.float(), gt)
+                + F.binary_cross_entropy_with_logits(pred_e.float(), gt))
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+def batches(dataset: TrainDataset, option: StepOption, batch: int) -> Iterator[tuple[Tensor, ...]]:
+    """Endless batches of ``dataset`` through the option's data path."""
+    if option.data == "tensors":
+        dataset = TensorDataset(*(torch.stack(column) for column in zip(*(dataset[i] for i in range(len(dataset))))))
+    workers = 1 if option.data == "worker" else 0
+    sampler = RandomSampler(dataset, replacement=True, num_samples=10**9,
+                            generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=1 if workers else None)
+    return iter(loader)
+
+
+@contextlib.contextmanager
+def threads(count: Optional[int]) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` for the block (nothing when ``count`` is None)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class OptionRunner:
+    """An option's model (one per memory format, shared), optimiser and batch stream."""
+
+    def __init__(self, option: StepOption, model: FSNet, dataset: TrainDataset, batch: int,
+                 device: torch.device, sizes: tuple[int, ...]) -> None:
+        self.option, self.model, self.device, self.sizes = option, model, device, sizes
+        self.optimizer = sgd_for(model)
+        self.stream = batches(dataset, option, batch)
+        self.batch, self.times = batch, []
+
+    def step(self) -> float:
+        """One training step including the wait for its batch; return its seconds."""
+        with threads(self.option.threads):
+            start = time.perf_counter()
+            train_step(self.model, self.optimizer, next(self.stream), self.option, self.device, self.sizes)
+            return time.perf_counter() - start
+
+    def block(self, steps: int) -> None:
+        """``steps`` consecutive steps; every one but the first is recorded."""
+        for index in range(steps):
+            seconds = self.step()
+            if index:
+                self.times.append(seconds)
+
+    def profile(self) -> dict:
+        """Kernels (GPU) or operators (CPU) per step, GPU busy share and the top kernels."""
+        from torch.profiler import ProfilerActivity, profile
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        steps = 2
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                self.step()
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+        if cuda:
+            kernels = [e for e in events if e.self_device_time_total > 0 and e.device_type.name == "CUDA"]
+            busy_us = sum(e.self_device_time_total for e in kernels)
+            top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:3]
+            return {"kernels_per_step": sum(e.count for e in kernels) / steps,
+                    "gpu_busy_share": busy_us / 1e6 / wall,
+                    "top_kernels": [{"name": e.key[:80], "share": e.self_device_time_total / max(busy_us, 1)}
+                                    for e in top]}
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:3]
+        total_us = sum(e.self_cpu_time_total for e in events)
+        return {"operators_per_step": sum(e.count for e in events) / steps, "gpu_busy_share": None,
+                "top_kernels": [{"name": e.key[:80], "share": e.self_cpu_time_total / max(total_us, 1)}
+                                for e in top]}
 
 
 def peak_memory_gib(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset; CPU: peak resident set size of the process."""
+    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set so far."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def bench_config(amp: str, channels_last: bool, sizes: list[int], batch: list[torch.Tensor],
-                 opts: argparse.Namespace, env: DistEnv) -> tuple[float, float]:
-    """Median samples/s and peak memory (GiB) of ``opts.steps`` training batches."""
-    args = train.get_args_parser().parse_args(
-        ["--train_type", "finetune", "--amp", amp] + (["--channels_last"] if channels_last else []))
+def measure_size(size: int, batch: int, options: list[StepOption], data_root: Path, opts: argparse.Namespace,
+                 device: torch.device) -> list[dict]:
+    """Rows for one input size: samples/s of every option and its ratio to the first."""
+    dataset = TrainDataset(data_root, "finetune", trainsize=size)
     torch.manual_seed(0)
-    model = FSNet(opts.backbone).to(env.device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = train.build_optimizer(model, args)
-    scaler = torch.amp.GradScaler(env.device.type, enabled=amp == "fp16")
-    if env.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(env.device)
-    times = []
-    for step in range(opts.warmup + opts.steps):
-        start = time.perf_counter()
-        train.train_batch(model, optimizer, scaler, batch, sizes, args, env)  # syncs via .item()
-        if step >= opts.warmup:
-            times.append(time.perf_counter() - start)
-    memory = peak_memory_gib(env.device)
-    del model, optimizer
-    if env.device.type == "cuda":
-        torch.cuda.empty_cache()
-    return len(batch[0]) / statistics.median(times), memory
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Run every configuration, print the table and return its rows (ratio vs the first row)."""
-    opts = get_args_parser().parse_args(argv)
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
-    torch.backends.cudnn.benchmark = cuda
-    size, n = opts.size or (352 if cuda else 64), opts.batch or (16 if cuda else 2)
-    sizes = train.scale_sizes(size, [0.75, 1.0, 1.25]) if opts.multiscale else [size]
-    env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    generator = torch.Generator().manual_seed(0)
-    batch = [torch.randn(n, 3, size, size, generator=generator),
-             torch.randn(n, 3, size, size, generator=generator),
-             (torch.rand(n, 1, size, size, generator=generator) > 0.7).float()]
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"FSNet-{opts.backbone} training step, batch {n}, sizes {sizes}, {name}, "
-          f"torch {torch.__version__}; median of {opts.steps} batches after {opts.warmup} warm-up")
-    memory_label = "peak alloc GiB" if cuda else "peak RSS GiB (process)"
-    print(f"{'config':<22}{'samples/s':>11}{'vs fp32':>9}{memory_label:>24}")
+    base = FSNet(opts.backbone).to(device).train()
+    models = {False: base}
+    if any(o.channels_last for o in options):
+        models[True] = FSNet(opts.backbone).to(device).train().to(memory_format=torch.channels_last)
+        models[True].load_state_dict(base.state_dict())
+    sizes = tuple(int(round(size * r / 32) * 32) for r in MULTISCALE_RATES) if opts.multiscale else (size,)
+    runners = [OptionRunner(o, models[o.channels_last], dataset, batch, device, sizes) for o in options]
+    for runner in runners:  # warm-up: first-call allocations, oneDNN primitive creation
+        for _ in range(opts.warmup):
+            runner.step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    block = max(opts.block, 2)
+    for _ in range(-(-opts.steps // (block - 1))):  # round-robin turns until --steps are timed
+        for runner in runners:
+            runner.block(block)
     rows, baseline = [], None
-    configs = [c for c in CONFIGS if c[0] in opts.configs] if opts.configs else CONFIGS
-    for config, amp, channels_last in configs:
-        if amp != "off" and not cuda:
-            continue  # CPU autocast is not the recipe's target; fp16 needs CUDA
-        speed, memory = bench_config(amp, channels_last, sizes, batch, opts, env)
-        baseline = baseline or speed
-        rows.append({"config": config, "samples_per_s": speed, "ratio": speed / baseline,
-                     "peak_gib": memory})
-        print(f"{config:<22}{speed:>11.2f}{speed / baseline:>8.2f}x{memory:>24.2f}")
+    for runner in runners:
+        rate = batch / statistics.median(runner.times)
+        baseline = baseline or rate
+        row = {"size": size, "sizes": list(sizes), "batch": batch, "option": runner.option.name, "samples_per_s": rate,
+               "ratio": rate / baseline, "timed_steps": len(runner.times)}
+        if opts.profile:
+            row["profile"] = runner.profile()
+        rows.append(row)
+    rows[-1]["peak_memory_gib"] = peak_memory_gib(device)
     return rows
 
 
+def print_rows(rows: list[dict]) -> None:
+    """The table: one line per (size, option)."""
+    print(f"{'size':>5}{'batch':>6}  {'option':<34}{'samples/s':>10}{'ratio':>8}")
+    for row in rows:
+        print(f"{row['size']:>5}{row['batch']:>6}  {row['option']:<34}{row['samples_per_s']:>10.2f}"
+              f"{row['ratio']:>7.2f}x")
+        if "profile" in row:
+            profile = row["profile"]
+            busy = profile["gpu_busy_share"]
+            count = profile.get("kernels_per_step", profile.get("operators_per_step"))
+            print(f"{'':>13}{count:.0f} kernels/ops per step"
+                  + (f", GPU busy {busy:.0%} of the step" if busy is not None else "")
+                  + "; top: " + ", ".join(f"{k['name'][:40]} {k['share']:.0%}" for k in profile["top_kernels"]))
+
+
+def selected_options(device: torch.device, names: Optional[list[str]]) -> list[StepOption]:
+    """The options of this device (``names``: a subset, first = baseline)."""
+    pool = GPU_OPTIONS if device.type == "cuda" else CPU_OPTIONS
+    if not names:
+        return list(pool)
+    by_name = {o.name: o for o in pool}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise BadInputError(f"unknown --options {unknown}", f"choose from {list(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def run(opts: argparse.Namespace) -> list[dict]:
+    """Measure every size and option; print and return the rows."""
+    device = resolve_device(opts.device)
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda
+    sizes = opts.sizes or ([352] if cuda else [64, 352])
+    batch_sizes = opts.batch or ([16] if cuda else [8, 2])
+    if len(batch_sizes) != len(sizes):
+        raise BadInputError(f"--batch {batch_sizes} does not match --sizes {sizes}",
+                            "give one batch per size")
+    options = selected_options(device, opts.options)
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"FSNet-{opts.backbone} training step ({name}, torch {torch.__version__}); "
+          f"median of {opts.steps}+ timed steps per option" + (", multi-scale" if opts.multiscale else ""))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
+        data_root = make_toy_dataset(Path(tmp) / "toy", config=BENCH_TOY)
+        for size, batch in zip(sizes, batch_sizes):
+            chosen = [o for o in options if cuda or size <= 64 or o.name not in DATA_ONLY]
+            rows += measure_size(size, batch, chosen, data_root, opts, device)
+    print_rows(rows)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad options)."""
+    args = get_args_parser().parse_args(argv)
+    return run_guarded(lambda: run(args), args.debug)
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,10 @@
-"""End-to-end: ``python demo.py --quick`` runs every phase and leaves well-formed outputs."""
+"""End-to-end: ``python demo.py --quick`` runs every phase and leaves well-formed outputs; bad
+input stops it with one ``error:`` line before any work."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +12,18 @@ import pytest
 from PIL import Image
 
 import demo
+from tests.cli_checks import assert_user_error
+from utils.safety import LOCK_NAME
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     workdir = tmp_path_factory.mktemp("demo")
-    return workdir, demo.main(["--quick", "--workdir", str(workdir)])
+    return workdir, _run_quick(workdir)
+
+
+def _run_quick(workdir: Path) -> dict:
+    return demo.run_demo(demo.get_args_parser().parse_args(["--quick", "--workdir", str(workdir)]))
 
 
 def _frame_sizes(test_root: Path) -> dict[str, tuple[int, int]]:
@@ -78,7 +87,24 @@ def test_rerun_reuses_everything(quick_run: tuple[Path, dict]) -> None:
     workdir, summary = quick_run
     checkpoints = [Path(path) for path in summary["checkpoints"].values()]
     before = [path.stat().st_mtime_ns for path in checkpoints]
-    again = demo.main(["--quick", "--workdir", str(workdir)])
+    again = _run_quick(workdir)
     assert "toy data set + DIS optical flow" not in again["phase_seconds"]
     assert [path.stat().st_mtime_ns for path in checkpoints] == before
     assert again["mean_J_trained"] == summary["mean_J_trained"]
+
+
+def test_missing_imagenet_file_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = demo.main(["--quick", "--workdir", str(tmp_path), "--imagenet", str(tmp_path / "absent.pth")])
+    assert_user_error(code, capsys.readouterr().err, "--imagenet", "absent.pth")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_demo_on_the_same_workdir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    result = tmp_path / "result" / "demo-quick"
+    result.mkdir(parents=True)
+    lock = result / LOCK_NAME  # held by this (live) test process
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": "demo.py"}))
+    code = demo.main(["--quick", "--workdir", str(tmp_path)])
+    assert_user_error(code, capsys.readouterr().err, "in use by", str(os.getpid()))
+    assert not (tmp_path / "dataset" / "ToyQuick").exists()
+    assert not (tmp_path / "snapshot" / "demo-quick").exists()
