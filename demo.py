@@ -4,8 +4,8 @@ inference (binary and saliency) -> DAVIS-2016 and V-SOD evaluation, untrained vs
     python demo.py            # the demo recipe (docs/demo.md: recipe, phases, measured times)
     python demo.py --quick    # every phase for one or two iterations (what the tests run)
 
-Every phase calls the same library code as the command-line tools (``train.main``,
-``inference.main``, ``eval.davis16.evaluate``, ``eval.vsod.evaluate_datasets``); there is no second
+Every phase calls the same library code as the command-line tools (``train.train``,
+``inference.predict``, ``eval.davis16.evaluate``, ``eval.vsod.evaluate_datasets``); there is no second
 training loop here. Re-running reuses what exists (toy data, stage checkpoints, masks) unless
 ``--fresh``; an interrupted run resumes from the last completed stage epoch.
 """
@@ -148,11 +148,11 @@ def train_stage(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, stag
             "--run_name", paths.tag, "--backbone", args.backbone, "--epoch", str(epochs),
             "--decay_epoch", str(epochs - 1), "--lr", str(recipe.lr), "--batchsize", str(recipe.batchsize),
             "--trainsize", str(recipe.size), "--rates", "1", "--seed", str(args.seed),
-            "--num_workers", "0", "--device", args.device, "--save_from_epoch", str(epochs),
+            "--workers", "0", "--device", args.device, "--save_from_epoch", str(epochs),
             "--resume", "auto"]
     argv += ["--max_samples", str(recipe.max_samples)] if recipe.max_samples else []
     argv += ["--imagenet", args.imagenet] if args.imagenet else ["--no_imagenet"]
-    train.main(train.get_args_parser().parse_args(argv))
+    train.train(train.parse_config(argv))
 
 
 def predict(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, checkpoint: Path,
@@ -162,8 +162,8 @@ def predict(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, checkpoi
     argv = ["--model_path", str(checkpoint), "--dataset_path", str(paths.test_root),
             "--datasets", TOY_DATASET, "--test_save", str(out), "--mode", mode,
             "--testsize", str(recipe.size), "--batchsize", str(recipe.infer_batchsize),
-            "--device", args.device, "--workers", "0", "--skip_existing", "--no_fast"]
-    inference.main(inference.get_args_parser().parse_args(argv))
+            "--device", args.device, "--workers", "0", "--skip_existing", "--backend", "plain"]
+    inference.predict(inference.config_from_args(inference.get_args_parser().parse_args(argv)))
 
 
 def trained_stages(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths,

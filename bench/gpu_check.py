@@ -76,10 +76,10 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
     py = [sys.executable]
     device = "cpu" if dry else "cuda"
     inference = ["-m", "bench.bench_inference", "--device", device, "--json", str(work / "inference.json")]
-    inference += (["--testsize", "64", "--batchsize", "2", "--no-amp", "--workers", "0", "--repeats", "1",
-                   "--test_sequences", "1", "--test_frames", "3"] if dry else
-                  ["--testsize", "352", "--batchsize", "32", "--amp", "--workers", "4", "--repeats", "2",
-                   "--test_sequences", "8", "--test_frames", "34"])
+    inference += (["--testsize", "64", "--batchsize", "2", "--amp", "off", "--workers", "0", "--repeats", "1",
+                   "--toy"] if dry else
+                  ["--testsize", "352", "--batchsize", "32", "--amp", "bf16", "--workers", "4", "--repeats", "2",
+                   "--toy"])
     train_step = ["-m", "bench.bench_train", "--device", device, "--profile", "--json", str(work / "train_step.json")]
     train_step += (["--sizes", "64", "--batch", "2", "--steps", "1", "--block", "2", "--warmup", "0",
                     "--options", "default (fp32, loader 0 workers)", "bf16 + channels_last"] if dry else
@@ -87,8 +87,8 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     train = ["train.py", "--train_type", "pretrain_rgb", "--data_root", str(work / "toy"), "--no_imagenet",
              "--epoch", "1" if dry else "4", "--device", device, "--save_path", str(work / "snapshot"), "--run_name", "gpu_check"]
-    train += (["--trainsize", "64", "--batchsize", "2", "--max_samples", "4", "--num_workers", "0", "--rates", "1"]
-              if dry else ["--trainsize", "352", "--batchsize", "16", "--stop_after", "30", "--num_workers", "4",
+    train += (["--trainsize", "64", "--batchsize", "2", "--max_samples", "4", "--workers", "0", "--rates", "1"]
+              if dry else ["--trainsize", "352", "--batchsize", "16", "--stop_after", "30", "--workers", "4",
                            "--amp", "bf16", "--channels_last"])
     probe = ["-m", "bench.gpu_check", "--nccl_probe"] + (["--dry_run"] if dry else [])
     graphs = ["-m", "bench.gpu_check", "--graphs_probe", "--json", str(work / "inference_graphs.json")]

@@ -31,9 +31,9 @@ def test_dry_run_succeeds_with_every_step(dry_report: tuple[subprocess.Completed
 def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.CompletedProcess, dict]) -> None:
     _, report = dry_report
     steps = {name: step["result"] for name, step in report["steps"].items()}
-    for path in ("plain", "fast"):
-        assert steps["inference"][path]["model_fps"] > 0
-        assert steps["inference"][path]["end_to_end_fps"] > 0
+    for path in ("plain", "default"):
+        assert steps["inference"]["best"][path]["model_fps"] > 0
+        assert steps["inference"]["best"][path]["end_to_end_fps"] > 0
     assert steps["inference_graphs"]["plain_fps"] > 0 and steps["inference_graphs"]["folded_eager_fps"] > 0
     assert steps["inference_graphs"]["folded_cuda_graph_fps"] is None  # no CUDA graphs on the CPU
     options = [row["option"] for row in steps["train_step"]]
