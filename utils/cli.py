@@ -16,6 +16,7 @@ import argparse
 import errno
 import os
 import sys
+import time
 from typing import Any, Callable, Iterable, Optional, TextIO
 
 from tqdm import tqdm
@@ -113,27 +114,51 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 class _LogLines:
-    """File wrapper for tqdm when stderr is not a terminal: carriage returns become new lines."""
+    """File wrapper for tqdm when stderr is not a terminal: one plain line at most every 30 s
+    (forced refreshes such as ``set_postfix`` included); the last state is kept for ``close``."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+        self.stream, self.pending, self.last = stream, "", -float("inf")
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
-        if line:
+        if not line:
+            return
+        if time.monotonic() - self.last >= PROGRESS_INTERVAL_S:
             self.stream.write(line + "\n")
+            self.pending, self.last = "", time.monotonic()
+        else:
+            self.pending = line
 
     def flush(self) -> None:
         self.stream.flush()
+
+    def write_pending(self) -> None:
+        """Print the last state held back by the rate limit (the bar's final line)."""
+        if self.pending:
+            self.stream.write(self.pending + "\n")
+            self.pending = ""
+
+
+class _LogTqdm(tqdm):
+    """tqdm whose final state reaches the log when the bar closes."""
+
+    log_lines: Optional[_LogLines] = None
+
+    def close(self) -> None:
+        super().close()
+        if self.log_lines is not None:
+            self.log_lines.write_pending()
 
 
 def progress(iterable: Optional[Iterable] = None, enabled: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar on stderr; when stderr is not a terminal (CI, nohup, cluster logs) it prints one
     plain line at most every 30 s instead of carriage-return updates."""
-    interactive = sys.stderr.isatty()
-    if not interactive:
-        kwargs.setdefault("mininterval", PROGRESS_INTERVAL_S)
-        kwargs.setdefault("maxinterval", PROGRESS_INTERVAL_S * 2)
-        kwargs.setdefault("file", _LogLines(sys.stderr))
-        kwargs.setdefault("ascii", True)
-    return tqdm(iterable, disable=not enabled, dynamic_ncols=interactive, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
+    log_lines = _LogLines(sys.stderr)
+    kwargs.setdefault("mininterval", PROGRESS_INTERVAL_S)
+    kwargs.setdefault("maxinterval", PROGRESS_INTERVAL_S * 2)
+    bar = _LogTqdm(iterable, disable=not enabled, file=log_lines, ascii=True, **kwargs)
+    bar.log_lines = log_lines
+    return bar
