@@ -157,8 +157,7 @@ def progress(iterable: Optional[Iterable] = None, enabled: bool = True, **kwargs
     if sys.stderr.isatty():
         return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
     log_lines = _LogLines(sys.stderr)
-    kwargs.setdefault("mininterval", PROGRESS_INTERVAL_S)
-    kwargs.setdefault("maxinterval", PROGRESS_INTERVAL_S * 2)
+    kwargs.setdefault("mininterval", 1.0)  # keeps the count fresh; _LogLines limits the lines
     bar = _LogTqdm(iterable, disable=not enabled, file=log_lines, ascii=True, **kwargs)
     bar.log_lines = log_lines
     return bar
