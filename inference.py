@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
+from utils.cli import (BadInputError, MissingInputError, OutputExistsError, UserError, make_parser,
+                       run_guarded)
 from utils.data.dataset import TestDataset
 from utils.data.images import list_images
 from utils.data.verify import verify_samples
@@ -47,7 +48,7 @@ from utils.inference.predict import (AMP_DTYPES, BACKENDS, PredictionStats, Pred
                                      predict_dataset, require_checkpoint, resolve_backend,
                                      resolve_batchsize)
 from utils.io import save_json
-from utils.safety import check_outputs_apart, output_lock
+from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
                     "DAVSOD-Easy-35", "DAVSOD-Normal-25", "DAVSOD-Difficult-20")
@@ -77,6 +78,7 @@ class InferenceConfig:
     flow_folder: str = "OF_FlowNet2"
     frame_folder: str = "Frame"
     skip_existing: bool = False
+    overwrite: bool = False
     video: Optional[str] = None
     flow_method: str = "dis"
     raft_weights: Optional[str] = None
@@ -158,6 +160,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame_folder", default=defaults.frame_folder,
                         help="frame folder inside each sequence")
     parser.add_argument("--skip_existing", action="store_true", help="resume: keep PNGs already written")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a --test_save that holds the maps of another job "
+                             "(other checkpoint, inputs, mode, size, threshold or CRF)")
     parser.add_argument("--video", default=None,
                         help="a video file or a folder of frames: flow, masks and an overlay GIF")
     parser.add_argument("--flow_method", choices=FLOW_METHODS, default=defaults.flow_method,
@@ -359,6 +364,25 @@ def _check_config(config: InferenceConfig) -> None:
             raise UserError(str(error)) from error
 
 
+def _source_record(config: InferenceConfig, inputs: Dict[str, object]) -> Dict[str, object]:
+    """What makes this job's maps: checkpoint, inputs (real paths) and the settings that change them."""
+    return {"tool": "inference.py", "model_path": str(real_path(config.model_path)),
+            "inputs": {flag: str(real_path(path)) for flag, path in inputs.items()},
+            "mode": config.mode, "testsize": config.testsize, "threshold": config.threshold,
+            "crf": config.crf}
+
+
+def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool) -> None:
+    """Refuse a ``--test_save`` holding another job's maps unless ``overwrite``."""
+    previous = recorded_source(test_save)
+    if previous is None or previous == source or overwrite:
+        return
+    changed = sorted(k for k in set(source) | set(previous) if source.get(k) != previous.get(k))
+    raise OutputExistsError(f"--test_save {test_save} holds the maps of another job (it differs in "
+                            f"{', '.join(changed)})",
+                            "choose another --test_save, or pass --overwrite to write over them")
+
+
 def predict(config: InferenceConfig) -> InferenceResult:
     """Run inference as configured; return (and print) what it did.
 
@@ -381,7 +405,10 @@ def predict(config: InferenceConfig) -> InferenceResult:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick kernels
     jobs, absent = ([], []) if config.video else _dataset_jobs(config)
+    source = _source_record(config, inputs)
+    _check_owner(test_save, source, config.overwrite)
     with output_lock(test_save, "inference.py"):
+        record_source(test_save, source)
         predictor, backbone = load_predictor(config.model_path, device, config.backbone, backend,
                                              config.testsize)
         if config.video:

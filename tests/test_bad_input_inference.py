@@ -20,7 +20,7 @@ import inference
 from lib.fsnet import FSNet
 from tests.cli_checks import assert_user_error, checksums, run_module
 from utils.checkpoint import save_checkpoint
-from utils.safety import LOCK_NAME
+from utils.safety import LOCK_NAME, record_source
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,16 @@ def test_command_line_in_a_subprocess(data, tmp_path):
                                          "--test_save", str(tmp_path / "out")])
     assert_user_error(result.returncode, result.stderr, "--testsize 100", "multiple of 32")
     assert checksums(data["testset"]) == before and not (tmp_path / "out").exists()
+
+
+def test_maps_of_another_job_are_not_replaced_without_overwrite(capsys, data, tmp_path):
+    out = tmp_path / "out"
+    (out / "Toy" / "seq").mkdir(parents=True)
+    (out / "Toy" / "seq" / "00000.png").write_bytes(b"another job's map")
+    record_source(out, {"tool": "inference.py", "model_path": "/elsewhere/other.pth"})
+    before = checksums(out)
+    line = run_main(capsys, data, "--test_save", str(out))
+    assert "another job" in line and "model_path" in line and "--overwrite" in line
+    assert checksums(out) == before
+    line = run_main(capsys, data, "--test_save", str(out), "--overwrite")  # now the checkpoint's turn
+    assert "another job" not in line and str(data["checkpoint"]) in line

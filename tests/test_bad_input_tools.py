@@ -23,7 +23,8 @@ from PIL import Image
 from tests.cli_checks import REPO, assert_user_error, checksums
 from utils.data.images import read_mask
 from utils.flow.__main__ import main as flow_main
-from utils.flow.generate import SOURCE_RECORD, generate_flow
+from utils.flow.generate import generate_flow
+from utils.safety import SOURCE_RECORD
 from utils.safety import LOCK_NAME
 from utils.toy import main as toy_main
 from utils.davis_import import main as import_main

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Iterator, Mapping, Optional, Union
 
 from utils.cli import UserError, os_error_message
+from utils.io import save_json
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".fsnet.lock"
+SOURCE_RECORD = ".fsnet-source.json"  # what made the outputs of a folder
 TEMP_PATTERN = ".*.tmp"  # what utils.io.atomic_path leaves behind when a process is killed
 
 
@@ -152,3 +154,17 @@ def output_lock(folder: PathLike, tool: str) -> Iterator[Path]:
         if _read_lock(lock).get("pid") == info["pid"]:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
+
+
+def recorded_source(folder: PathLike) -> Optional[dict]:
+    """The record of the job whose outputs ``folder`` holds (``None`` without a readable one)."""
+    try:
+        record = json.loads((Path(folder) / SOURCE_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def record_source(folder: PathLike, record: dict) -> None:
+    """Write ``folder``'s source record (atomically)."""
+    save_json(record, Path(folder) / SOURCE_RECORD)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import multiprocessing
 import os
@@ -52,10 +51,10 @@ from tqdm import tqdm
 
 from lib.state_dict import read_weights_file
 from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
-from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
+from utils.io import PathLike, atomic_write_bytes, atomic_write_with
 from utils.flow.color import flow_to_color
 from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
-from utils.safety import check_outputs_apart, output_lock, real_path
+from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
 from utils.weights import raft_weights_file, user_errors
 
 METHODS = ("dis", "farneback", "raft")
@@ -64,7 +63,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 JPEG_QUALITY = 95
 FLO_MAGIC = 202021.25
 RAFT_MIN_SIDE = 128
-SOURCE_RECORD = ".fsnet-source.json"  # which input an output folder's flow was computed from
 OUTPUT_SUFFIXES = (".jpg", ".npy", ".flo")  # what --overwrite removes from another input's folder
 
 
@@ -311,10 +309,8 @@ def _output_dirs(seq: FlowSequence, save_raw: Optional[str]) -> Dict[str, Path]:
 
 def _recorded_source(folder: Path) -> Optional[str]:
     """The input recorded in ``folder/.fsnet-source.json`` (None when there is no record)."""
-    try:
-        return str(json.loads((folder / SOURCE_RECORD).read_text())["source"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    source = (recorded_source(folder) or {}).get("source")
+    return None if source is None else str(source)
 
 
 def _source_text(folder: Path, source: Path) -> str:
@@ -371,8 +367,7 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
             locks.enter_context(output_lock(folder, "utils.flow"))
             if folder in foreign and _recorded_source(folder) is not None:
                 _remove_outputs(folder)  # --overwrite of another input's flow: none of it survives
-            save_json({"source": _source_text(folder, source), "tool": "utils.flow"},
-                      folder / SOURCE_RECORD)
+            record_source(folder, {"source": _source_text(folder, source), "tool": "utils.flow"})
         yield
 
 
