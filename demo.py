@@ -144,26 +144,22 @@ def make_data(args: argparse.Namespace, paths: DemoPaths) -> Path:
 def train_stage(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, stage: str) -> None:
     """Train (or resume) one stage with train.py's library entry (writes ``<run>/<stage>/``)."""
     epochs = recipe.epochs[stage]
-    argv = ["--train_type", stage, "--data_root", str(paths.data), "--save_path", str(paths.snapshot),
-            "--run_name", paths.tag, "--backbone", args.backbone, "--epoch", str(epochs),
-            "--decay_epoch", str(epochs - 1), "--lr", str(recipe.lr), "--batchsize", str(recipe.batchsize),
-            "--trainsize", str(recipe.size), "--rates", "1", "--seed", str(args.seed),
-            "--workers", "0", "--device", args.device, "--save_from_epoch", str(epochs),
-            "--resume", "auto"]
-    argv += ["--max_samples", str(recipe.max_samples)] if recipe.max_samples else []
-    argv += ["--imagenet", args.imagenet] if args.imagenet else ["--no_imagenet"]
-    train.train(train.parse_config(argv))
+    train.train(train.TrainConfig(
+        train_type=stage, data_root=str(paths.data), save_path=str(paths.snapshot),
+        run_name=paths.tag, backbone=args.backbone, epoch=epochs, decay_epoch=epochs - 1,
+        lr=recipe.lr, batchsize=recipe.batchsize, trainsize=recipe.size, rates=[1.0],
+        seed=args.seed, workers=0, device=args.device, save_from_epoch=epochs, resume="auto",
+        max_samples=recipe.max_samples, imagenet=args.imagenet, no_imagenet=not args.imagenet))
 
 
 def predict(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, checkpoint: Path,
             mode: str, out: Path) -> None:
     """Write ``mode`` maps of the toy test set into ``out`` with inference.py's library entry
-    (plain forward: no per-shape tracing cost for 36 tiny frames)."""
-    argv = ["--model_path", str(checkpoint), "--dataset_path", str(paths.test_root),
-            "--datasets", TOY_DATASET, "--test_save", str(out), "--mode", mode,
-            "--testsize", str(recipe.size), "--batchsize", str(recipe.infer_batchsize),
-            "--device", args.device, "--workers", "0", "--skip_existing", "--backend", "plain"]
-    inference.predict(inference.config_from_args(inference.get_args_parser().parse_args(argv)))
+    (plain forward: no export or tracing cost for 36 tiny frames)."""
+    inference.predict(inference.InferenceConfig(
+        model_path=str(checkpoint), dataset_path=str(paths.test_root), datasets=[TOY_DATASET],
+        test_save=str(out), mode=mode, testsize=recipe.size, batchsize=recipe.infer_batchsize,
+        device=args.device, workers=0, skip_existing=True, backend="plain"))
 
 
 def trained_stages(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths,

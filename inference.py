@@ -120,7 +120,7 @@ class InferenceResult:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python inference.py``."""
-    parser = make_parser("inference.py", "FSNet inference: masks for test sets or a video.")
+    parser = make_parser("python inference.py", "FSNet inference: masks for test sets or a video.")
     defaults = InferenceConfig()
     parser.add_argument("--model_path", default=defaults.model_path,
                         help="FSNet checkpoint (bare state_dict or train.py checkpoint)")
@@ -408,9 +408,9 @@ def predict(config: InferenceConfig) -> InferenceResult:
     source = _source_record(config, inputs)
     _check_owner(test_save, source, config.overwrite)
     with output_lock(test_save, "inference.py"):
-        record_source(test_save, source)
         predictor, backbone = load_predictor(config.model_path, device, config.backbone, backend,
                                              config.testsize)
+        record_source(test_save, source)  # the checkpoint is usable: these maps are now its
         if config.video:
             jobs = [_video_job(config)]
         print(f"inference: backend {backend}, batch {batchsize}, amp {config.amp}, device {device}, "

@@ -583,7 +583,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     Old spellings stay accepted: ``--num_workers`` (= ``--workers``), ``--dataset_path``
     (= ``--data_root``)."""
     d = TrainConfig(train_type="finetune")  # the defaults
-    p = make_parser("train.py", "Train one FSNet stage (docs/training.md).")
+    p = make_parser("python train.py", "Train one FSNet stage (docs/training.md).")
     p.add_argument("--train_type", required=True, choices=tuple(TRAIN_TYPES),
                    help="the stage: pretrain_rgb, pretrain_flow, then finetune")
     recipe = p.add_argument_group("recipe (official defaults)")

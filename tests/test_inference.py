@@ -198,9 +198,13 @@ def test_video_frame_folder_left_untouched(toy, checkpoint, tmp_path):
     # a video file of the same name: resuming is refused, a fresh run rebuilds the work folder
     # and its frames never land in my_frames/
     _write_clip(tmp_path / "my_frames.avi", toy, frames=2)
-    with pytest.raises(ValueError, match="rerun without --skip_existing"):
-        run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"), "--skip_existing")
-    clip = run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"))
+    for resume in ([], ["--skip_existing"]):  # another input's maps: not without --overwrite
+        with pytest.raises(FileExistsError, match="another job"):
+            run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"), *resume)
+    with pytest.raises(ValueError, match="rerun without --skip_existing"):  # nor reuse its frames
+        run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"),
+            "--skip_existing", "--overwrite")
+    clip = run(checkpoint, tmp_path / "result", "--video", str(tmp_path / "my_frames.avi"), "--overwrite")
     assert sorted(p.name for p in frames.iterdir()) == before
     assert clip["written"] == 2
 
