@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.data.davis_import import import_davis
+from utils.data.davis_import import ImportConfig, run
 from utils.flow.generate import METHODS, RAFT_MODELS
-from utils.weights import add_offline_argument, set_offline
+from utils.weights import add_offline_argument
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,9 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    set_offline(args.offline)
-    summary = import_davis(args.davis, args.data_root, args.copy, not args.no_flow, args.method,
-                           args.last_frame, args.workers, True, args.raft_weights, args.raft_model)
+    summary = run(ImportConfig(**{f.name: getattr(args, f.name) for f in fields(ImportConfig)}))
     for split, info in summary.items():
         flows = f", {info['flow']['written']} flows written" if "flow" in info else ""
         print(f"{split}: {info['sequences']} sequences, {info['frames']} frames{flows}")

@@ -22,15 +22,16 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from utils.cli import BadInputError, MissingInputError
+from utils.cli import BadInputError, MissingInputError, OutputExistsError
 from utils.data.dataset import pair_by_stem
-from utils.cli import OutputExistsError
 from utils.data.images import check_images, listing
 from utils.io import PathLike, atomic_path
 from utils.flow.generate import generate_flow
+from utils.weights import set_offline
 from utils.safety import check_outputs_apart, check_writable
 
 OUTPUT_FOLDERS = ("TestSet/DAVIS", "TrainSet_Video", "TrainSet_StaticAndVideo")
@@ -135,3 +136,27 @@ def import_davis(davis: PathLike, data_root: PathLike = "dataset", copy: bool = 
                                                    workers=workers, skip_existing=True, progress=progress,
                                                    raft_weights=raft_weights, raft_model=raft_model)
     return summary
+
+
+@dataclass
+class ImportConfig:
+    """Every option of ``python -m utils.davis_import`` (help: ``python -m utils.davis_import --help``)."""
+
+    davis: str
+    data_root: str = "dataset"
+    copy: bool = False
+    no_flow: bool = False
+    method: str = "dis"
+    last_frame: str = "skip"
+    workers: int = 1
+    raft_weights: Optional[str] = None
+    raft_model: str = "raft_large"
+    offline: bool = False
+
+
+def run(config: ImportConfig, progress: bool = True) -> dict:
+    """:func:`import_davis` as configured (``offline`` forbids RAFT weight downloads)."""
+    set_offline(config.offline)
+    return import_davis(config.davis, config.data_root, config.copy, not config.no_flow,
+                        config.method, config.last_frame, config.workers, progress,
+                        config.raft_weights, config.raft_model)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.flow.generate import METHODS, RAFT_MODELS, generate_flow
-from utils.weights import add_offline_argument, set_offline
+from utils.flow.generate import METHODS, RAFT_MODELS, FlowConfig, run
+from utils.weights import add_offline_argument
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,10 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    set_offline(args.offline)
-    summary = generate_flow(args.frames, args.out, args.method, args.last_frame, args.workers,
-                            args.skip_existing, args.save_raw, args.raft_weights, args.raft_model,
-                            args.device, args.flow_folder, args.frame_folder, overwrite=args.overwrite)
+    summary = run(FlowConfig(**{f.name: getattr(args, f.name) for f in fields(FlowConfig)}))
     print(f"{summary['written']} flow images written, {summary['skipped_existing']} already there, "
           f"{summary['sequences']} sequences, {len(summary['no_flow'])} frames without flow "
           f"(last frames), {summary['seconds']} s -> {', '.join(summary['out_dirs'][:3])}"

@@ -55,7 +55,7 @@ from utils.io import PathLike, atomic_write_bytes, atomic_write_with
 from utils.flow.color import flow_to_color
 from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
-from utils.weights import raft_weights_file, user_errors
+from utils.weights import raft_weights_file, set_offline, user_errors
 
 METHODS = ("dis", "farneback", "raft")
 RAFT_MODELS = ("raft_large", "raft_small")
@@ -538,3 +538,32 @@ def _run_plans(plans: List[List[FlowJob]], method: str, raft: Optional[RaftOptio
             for done in pool.imap_unordered(_run_chunk, [(c, method, raft) for c in _chunks(plans, workers)]):
                 bar.update(done)
     bar.close()
+
+
+@dataclass
+class FlowConfig:
+    """Every option of ``python -m utils.flow`` (help texts: ``python -m utils.flow --help``)."""
+
+    frames: str
+    out: Optional[str] = None
+    method: str = "dis"
+    last_frame: str = "skip"
+    workers: int = 1
+    skip_existing: bool = False
+    overwrite: bool = False
+    save_raw: Optional[str] = None
+    raft_weights: Optional[str] = None
+    raft_model: str = "raft_large"
+    device: str = "cpu"
+    flow_folder: str = "OF_FlowNet2"
+    frame_folder: str = "Frame"
+    offline: bool = False
+
+
+def run(config: FlowConfig, progress: bool = True) -> dict:
+    """:func:`generate_flow` as configured (``offline`` forbids RAFT weight downloads)."""
+    set_offline(config.offline)
+    return generate_flow(config.frames, config.out, config.method, config.last_frame, config.workers,
+                         config.skip_existing, config.save_raw, config.raft_weights,
+                         config.raft_model, config.device, config.flow_folder, config.frame_folder,
+                         progress, config.overwrite)
