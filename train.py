@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from lib.backbones import BACKBONES, load_imagenet_weights
+from lib.backbones import BACKBONES
 from lib.backbones.imagenet import find_imagenet_file
 from lib.fsnet import FSNet
 from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
@@ -56,7 +56,7 @@ from utils.training.state import (
     capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
     save_train_state,
 )
-from utils.weights import NO_IMAGENET_HINT, add_offline_argument, user_errors
+from utils.weights import NO_IMAGENET_HINT, add_offline_argument, imagenet_init, user_errors
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -347,7 +347,7 @@ def build_model(config: TrainConfig, resume: dict | None, finetune_from: tuple[P
     elif imagenet is None:
         warnings.warn("--no_imagenet: training from random initialisation (far from the paper)")
     else:
-        load_imagenet_weights(model, imagenet)
+        imagenet_init(model, str(imagenet))  # a file that does not fit: one error line
         if env.is_main:
             print(f"ImageNet weights: {imagenet}")
     model.to(env.device)
