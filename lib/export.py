@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from lib.fsnet import FSNet
 from lib.hub import WeightsCorruptError, WeightsNotFoundError
 from lib.state_dict import (CHANNEL_KEY, backbone_of, compare_state_dicts, first_non_finite,
                             read_weights_file, strip_prefixes)
+
+if TYPE_CHECKING:
+    import onnx
 
 PathLike = Union[str, Path]
 OPSET = 17
@@ -125,42 +128,68 @@ def _exportable_pooling() -> Iterator[None]:
         torch.onnx.unregister_custom_op_symbolic("aten::adaptive_avg_pool2d", OPSET)
 
 
-def export_onnx(model: FSNet, target: Union[PathLike, io.BytesIO], testsize: int = 352,
-                dynamic: bool = False, inplace: bool = False) -> None:
-    """Write the ONNX model of :class:`AppearanceNet` to ``target`` (a file or a buffer).
+def export_model(model: FSNet, testsize: int = 352, dynamic: bool = False,
+                 inplace: bool = False) -> "onnx.ModelProto":
+    """The ONNX model of :class:`AppearanceNet` (weights included) as an ``onnx.ModelProto``.
 
     The batch axis is dynamic; ``dynamic`` makes height and width dynamic too. ``inplace`` folds
-    ``model`` itself instead of a copy (saves its size in memory; do not use ``model`` after).
+    ``model`` itself instead of a copy and consumes it (do not use ``model`` after). The graph is
+    traced without its weights, which are then moved one by one from the folded network into the
+    model's initializers: the TorchScript exporter's own weight export holds about three copies
+    of them at once (+860 MB for ResNet-50), this holds one.
     """
+    require_onnxruntime()
+    import onnx
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
     example = torch.zeros(1, 3, testsize, testsize)
+    network = AppearanceNet(model, inplace).eval()
+    graph = io.BytesIO()
     with warnings.catch_warnings(), _exportable_pooling(), torch.no_grad():
         # Shape checks in Python become constants of the trace, and torch flags the TorchScript
         # exporter as deprecated: both warnings are expected here.
         warnings.simplefilter("ignore")
-        # Constant folding is left to ONNX Runtime: BN is folded already, and folding here would
-        # hold a second copy of every weight during the export.
-        torch.onnx.export(AppearanceNet(model, inplace).eval(), (example, example), target,
-                          dynamo=False, opset_version=OPSET, do_constant_folding=False,
+        # Constant folding is left to ONNX Runtime (BN is folded already).
+        torch.onnx.export(network, (example, example), graph, dynamo=False, opset_version=OPSET,
+                          export_params=False, do_constant_folding=False,
                           input_names=["image", "flow"], output_names=["logits"],
                           dynamic_axes={"image": axes, "flow": axes, "logits": axes})
+    proto = onnx.load_from_string(graph.getvalue())
+    _move_weights(network, proto)
+    return proto
+
+
+def _move_weights(network: nn.Module, proto: "onnx.ModelProto") -> None:
+    """Turn the graph inputs named after ``network``'s weights into initializers holding them,
+    releasing each PyTorch tensor once copied (``network`` is unusable afterwards)."""
+    from onnx import numpy_helper
+    tensors = network.state_dict(keep_vars=True)
+    inputs = proto.graph.input
+    for value in inputs:
+        if value.name in tensors:
+            tensor = tensors[value.name]
+            proto.graph.initializer.append(
+                numpy_helper.from_array(tensor.detach().numpy(), value.name))
+            tensor.data = torch.empty(0)
+    kept = [value for value in inputs if value.name not in tensors]
+    del inputs[:]
+    inputs.extend(kept)
 
 
 def export_bytes(model: FSNet, testsize: int = 352, dynamic: bool = False) -> bytes:
-    """The serialized ONNX model of :func:`export_onnx` (``model`` is left unchanged)."""
-    buffer = io.BytesIO()
-    export_onnx(model, buffer, testsize, dynamic)
-    return buffer.getvalue()
+    """The serialized ONNX model of :func:`export_model` (``model`` is left unchanged)."""
+    return export_model(model, testsize, dynamic).SerializeToString()
 
 
 def onnx_predictor(model: FSNet, testsize: int = 352) -> "OnnxPredictor":
-    """Export ``model`` through a temporary file into ONNX Runtime; ``model`` is consumed (folded
-    in place, then its weights freed), so the peak memory holds about two copies of the weights
-    less than :func:`export_bytes` + :class:`OnnxPredictor`."""
+    """Export ``model`` into ONNX Runtime through a temporary file whose weights are written as
+    external data (never serialized all at once); ``model`` is consumed. The peak memory stays
+    below that of loading the checkpoint."""
+    import onnx
+    proto = export_model(model, testsize, inplace=True)
     with tempfile.TemporaryDirectory(prefix="fsnet-onnx-") as folder:
         path = Path(folder) / "fsnet.onnx"
-        export_onnx(model, path, testsize, inplace=True)
-        model.to("meta")  # free the PyTorch weights before ONNX Runtime loads its own copy
+        onnx.save_model(proto, str(path), save_as_external_data=True, location="fsnet.weights")
+        del proto  # ONNX Runtime loads its own copy of the weights
         return OnnxPredictor(path)
 
 
@@ -271,7 +300,6 @@ def export(model_path: PathLike, out: PathLike, testsize: int = 352,
     if out.resolve() == Path(model_path).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself — choose another file name")
     model = load_fsnet(model_path)
-    require_onnxruntime()
     data = export_bytes(model, testsize, dynamic)
     check = check_export(model, OnnxPredictor(data), (2, 3, testsize, testsize))
     if not check.passed:

@@ -85,6 +85,20 @@ def test_export_matches_pytorch(model, static_onnx, dynamic):
 
 
 @needs_ort
+def test_export_moves_the_weights_into_initializers(model):
+    """The weights become initializers (not graph inputs) and leave the consumed network, so the
+    export never holds a second copy of them (the TorchScript exporter's own path held three)."""
+    import copy
+    consumed = copy.deepcopy(model)
+    proto = export.export_model(consumed, 64, inplace=True)
+    assert [value.name for value in proto.graph.input] == ["image", "flow"]
+    weights = {tensor.name for tensor in proto.graph.initializer}
+    assert len(weights) > 600 and "net.resnet.conv1_rgb.weight" in weights
+    assert sum(tensor.numel() for tensor in consumed.state_dict().values()) < 10 ** 6
+    assert all(parameter.numel() > 0 for parameter in model.parameters())  # a copy was consumed
+
+
+@needs_ort
 def test_check_detects_a_different_network(static_onnx):
     other = randomize_weights(FSNet("resnet50"), seed=1).eval()
     assert not export.check_export(other, export.OnnxPredictor(static_onnx),

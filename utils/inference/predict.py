@@ -18,8 +18,6 @@ request to the last file on disk.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import importlib.util
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -137,19 +135,11 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
     return _wrap(model, backend, testsize, device), name  # _wrap consumes model (in-place fold)
 
 
-def _return_freed_memory() -> None:
-    """Hand heap memory freed by the checkpoint load back to the OS (glibc ``malloc_trim``)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _wrap(model: nn.Module, backend: str, testsize: int, device: torch.device) -> Predictor:
     if backend == "plain":
         return PlainPredictor(model).to(device)
     if backend == "onnx":
         from lib.export import onnx_predictor
-        _return_freed_memory()  # the export's peak (~3 copies of the weights) starts lower
         return onnx_predictor(model, testsize)
     from lib.fast import build_fast_model
     return build_fast_model(model, backend=backend, inplace=True).to(device)
