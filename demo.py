@@ -148,7 +148,8 @@ def train_stage(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths, stag
         train_type=stage, data_root=str(paths.data), save_path=str(paths.snapshot),
         run_name=paths.tag, backbone=args.backbone, epoch=epochs, decay_epoch=epochs - 1,
         lr=recipe.lr, batchsize=recipe.batchsize, trainsize=recipe.size, rates=[1.0],
-        seed=args.seed, workers=0, device=args.device, save_from_epoch=epochs, resume="auto",
+        seed=args.seed, workers=0, channels_last=True, device=args.device,
+        save_from_epoch=epochs, resume="auto",
         max_samples=recipe.max_samples, imagenet=args.imagenet, no_imagenet=not args.imagenet))
 
 
