@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet
 from lib.hub import WeightsCorruptError, WeightsNotFoundError
-from lib.state_dict import (CHANNEL_KEY, backbone_of, compare_state_dicts, first_non_finite,
+from lib.state_dict import (CHANNEL_KEY, as_float32, backbone_of, compare_state_dicts, first_non_finite,
                             read_weights_file, strip_prefixes)
 
 if TYPE_CHECKING:
@@ -73,11 +73,12 @@ def load_fsnet(path: PathLike) -> FSNet:
         raise WeightsCorruptError(f"{path} holds non-finite weights, first {bad}",
                                   "use an earlier checkpoint of the run")
     backbone = backbone_of(state)
-    model = FSNet(backbone or "resnet50", state[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state else 32)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = FSNet(backbone or "resnet50", state[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state else 32)
     diff = compare_state_dicts(model.state_dict(), state)
     if backbone is None or diff:
         raise WeightsCorruptError(f"{path} is not an FSNet checkpoint ({diff.describe()})", fix)
-    model.load_state_dict(state)
+    model.load_state_dict(as_float32(state), assign=True)
     return model.eval()
 
 

@@ -42,6 +42,13 @@ def read_weights_file(path: str | Path, mmap: bool = False) -> Any:
                                   UNREADABLE_FIX) from error
 
 
+def as_float32(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state_dict`` with floating-point tensors in float32 (others, e.g. BN counters, as they are);
+    float32 tensors are not copied."""
+    return {key: value.float() if value.is_floating_point() else value
+            for key, value in state_dict.items()}
+
+
 def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Remove leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile)."""
     out = {}

@@ -37,6 +37,22 @@ def test_strict_load_of_module_prefixed_release_format(resnet_model, tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in resnet_model.state_dict().items())
 
 
+def test_half_precision_file_loads_as_float32_with_nothing_left_on_meta(resnet_model, tmp_path):
+    """The network is built on the meta device and takes the file's tensors: every one must
+    arrive, in float32 (a half-precision file is widened, as a copy into float32 would be)."""
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v
+                for k, v in resnet_model.state_dict().items()}, path)
+    model = build_model_from_checkpoint(path)
+    tensors = list(model.parameters()) + list(model.buffers())
+    assert not any(t.is_meta for t in tensors)
+    assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+    weight = next(iter(resnet_model.state_dict()))
+    assert torch.equal(model.state_dict()[weight], resnet_model.state_dict()[weight].half().float())
+    flags = [p.requires_grad for p in model.parameters()]  # trainable as built, not frozen
+    assert flags == [p.requires_grad for p in resnet_model.parameters()] and sum(flags) > 1000
+
+
 def test_training_dict_and_compile_prefix_are_unwrapped(tmp_path):
     path = tmp_path / "last.pth"
     torch.save({"model": {"module._orig_mod.a.weight": torch.ones(2)}, "epoch": 3}, path)

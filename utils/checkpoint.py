@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lib.fsnet import FSNet
 from lib.hub import WeightsCorruptError, WeightsNotFoundError
-from lib.state_dict import (CHANNEL_KEY, RES2NET_STEM, RESNET_STEM, backbone_of, compare_state_dicts,
+from lib.state_dict import (CHANNEL_KEY, RES2NET_STEM, RESNET_STEM, as_float32, backbone_of, compare_state_dicts,
                             first_non_finite, read_weights_file, strip_prefixes)
 from utils.cli import BadInputError, MissingInputError
 from utils.io import PathLike, atomic_path
@@ -124,12 +124,13 @@ def detect_backbone(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def load_model_weights(
-    model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True
+    model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False
 ) -> tuple[list[str], list[str]]:
     """Load ``state_dict`` into ``model``; return ``(missing, unexpected)`` keys.
 
     With ``strict=True`` any missing/unexpected key or shape mismatch raises ``ValueError``
-    listing up to 10 of each; with ``strict=False`` only shape mismatches raise.
+    listing up to 10 of each; with ``strict=False`` only shape mismatches raise. ``assign`` makes
+    the file's tensors the model's own (no copy; for a model built on the ``meta`` device).
     """
     state_dict = strip_prefixes(state_dict)
     diff = compare_state_dicts(model.state_dict(), state_dict)
@@ -143,7 +144,7 @@ def load_model_weights(
             f"({getattr(model, 'backbone_name', '?')}): {diff.describe()}. The file looks like "
             f"{looks_like} with {len(state_dict)} keys."
         )
-    model.load_state_dict(state_dict, strict=strict)
+    model.load_state_dict(state_dict, strict=strict, assign=assign)
     return diff.missing, diff.unexpected
 
 
@@ -152,14 +153,17 @@ def build_model_from_checkpoint(
 ) -> FSNet:
     """Build the FSNet matching the file's backbone and channel width, load it strictly.
 
-    Returns the model in eval mode on ``map_location``.
+    Returns the model in eval mode on ``map_location``, in float32. The network is built on the
+    ``meta`` device and takes the file's tensors as they are: no random initialisation, and no
+    second copy of the weights while loading.
     """
     state_dict = load_state_dict_file(path)
     backbone = detect_backbone(state_dict)
     channel = state_dict[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state_dict else 32
-    model = FSNet(backbone=backbone, channel=channel)
+    with torch.device("meta"):
+        model = FSNet(backbone=backbone, channel=channel)
     try:
-        load_model_weights(model, state_dict, strict=True)
+        load_model_weights(model, as_float32(state_dict), strict=True, assign=True)
     except ValueError as error:
         raise BadInputError(f"{path}: {error}") from error
     return model.to(map_location).eval()
