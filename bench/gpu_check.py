@@ -76,12 +76,15 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
     py = [sys.executable]
     device = "cpu" if dry else "cuda"
     inference = ["-m", "bench.bench_inference", "--device", device, "--json", str(work / "inference.json")]
+    # dry: --backend eager is what auto picks on CUDA (on the CPU it would export to ONNX first)
     inference += (["--testsize", "64", "--batchsize", "2", "--amp", "off", "--workers", "0", "--repeats", "1",
-                   "--toy"] if dry else
+                   "--toy", "--backend", "eager"] if dry else
                   ["--testsize", "352", "--batchsize", "32", "--amp", "bf16", "--workers", "4", "--repeats", "2",
                    "--toy"])
     train_step = ["-m", "bench.bench_train", "--device", device, "--profile", "--json", str(work / "train_step.json")]
+    # dry: ResNet-50, whose ~3x fewer operators per step keep the CPU profile's parsing short
     train_step += (["--sizes", "64", "--batch", "2", "--steps", "1", "--block", "2", "--warmup", "0",
+                    "--backbone", "resnet50",
                     "--options", "default (fp32, loader 0 workers)", "bf16 + channels_last"] if dry else
                    ["--sizes", "352", "352", "--batch", "16", "48", "--steps", "4", "--block", "3"])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]

@@ -3,3 +3,11 @@ starts (tests/test_weights.py lifts it where it serves files itself, through ``f
 import os
 
 os.environ["FSNET_OFFLINE"] = "1"
+
+# Under pytest-xdist (``-n 2``) every worker and the processes it starts use one thread: two
+# workers with two OpenMP threads each on two cores would stall each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
