@@ -24,7 +24,6 @@ arithmetic) and the three most expensive kernels.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import statistics
@@ -44,7 +43,7 @@ from lib.fsnet import FSNet
 from utils.cli import BadInputError, make_parser, run_guarded
 from utils.data.dataset import TrainDataset
 from utils.data.toy import ToyConfig, make_toy_dataset
-from utils.device import resolve_device
+from utils.device import resolve_device, torch_threads
 
 #: The toy set the steps read: 6 sequences x 8 frames -> 42 finetune samples (last frames lack flow).
 BENCH_TOY = ToyConfig(train_sequences=6, train_frames=8, test_sequences=1, test_frames=3, static_images=2)
@@ -143,18 +142,6 @@ def batches(dataset: TrainDataset, option: StepOption, batch: int) -> Iterator[t
     return iter(loader)
 
 
-@contextlib.contextmanager
-def threads(count: Optional[int]) -> Iterator[None]:
-    """``torch.set_num_threads(count)`` for the block (nothing when ``count`` is None)."""
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class OptionRunner:
     """An option's model (one per memory format, shared), optimiser and batch stream."""
 
@@ -167,7 +154,7 @@ class OptionRunner:
 
     def step(self) -> float:
         """One training step including the wait for its batch; return its seconds."""
-        with threads(self.option.threads):
+        with torch_threads(self.option.threads):
             start = time.perf_counter()
             train_step(self.model, self.optimizer, next(self.stream), self.option, self.device, self.sizes)
             return time.perf_counter() - start

@@ -300,6 +300,7 @@ def export(model_path: PathLike, out: PathLike, testsize: int = 352,
     out = Path(out)
     if out.resolve() == Path(model_path).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself — choose another file name")
+    require_onnxruntime()  # before the checkpoint is read
     model = load_fsnet(model_path)
     data = export_bytes(model, testsize, dynamic)
     check = check_export(model, OnnxPredictor(data), (2, 3, testsize, testsize))

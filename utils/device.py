@@ -1,5 +1,8 @@
-"""The one ``--device`` resolver of every tool."""
+"""Where and how torch runs: the one ``--device`` resolver of every tool, and a torch-threads scope."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 
@@ -24,3 +27,15 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
                                 f"({torch.cuda.device_count()} visible)", "pick an existing GPU index")
         return torch.device("cuda", index)
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (``None`` or 0: unchanged), then restore."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

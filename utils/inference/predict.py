@@ -17,13 +17,12 @@ request to the last file on disk.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from utils.checkpoint import build_model_from_checkpoint
 from utils.cli import BadInputError, MissingInputError, UserError, progress
 from utils.data.dataset import TestDataset
 from utils.data.images import read_rgb
+from utils.device import torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability
 from utils.io import save_image
 
@@ -210,18 +210,6 @@ def _check_finite(logits: Tensor, batch: dict) -> None:
                         "check the checkpoint (an earlier epoch?), try --amp off or --backend plain")
 
 
-@contextlib.contextmanager
-def _torch_threads(count: Optional[int]) -> Iterator[None]:
-    """Run with ``count`` torch threads (``None``: unchanged), restoring the previous number."""
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @dataclass
 class PredictOptions:
     """How :func:`predict_dataset` runs: output mode, batching, precision and resuming."""
@@ -259,7 +247,7 @@ def predict_dataset(predictor: Predictor, dataset: TestDataset, out_dir: Path, d
     dtype = AMP_DTYPES[options.amp]
     pending: List[Future] = []
     start = time.perf_counter()
-    with _torch_threads(options.torch_threads), ThreadPoolExecutor(max_workers=2) as pool, \
+    with torch_threads(options.torch_threads), ThreadPoolExecutor(max_workers=2) as pool, \
             progress(total=len(indices), desc=desc, unit="frame", enabled=options.show_progress) as bar:
         for batch in loader:
             count = batch["image"].shape[0]
