@@ -13,18 +13,98 @@ Computation (identical to the released network):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lib.backbones.streams import ThreeStreamBackbone
+from lib.backbones.streams import SPECS, ThreeStreamBackbone
 from lib.head import BPM, BasicConv2d, Decoder, DimReduce, channel_attention, resize
 
 #: Channels of the five fused levels: stem, layer1..layer4.
 LEVEL_CHANNELS = (64, 256, 512, 1024, 2048)
-NUM_BPM = 4
 SIZE_MULTIPLE = 32
+
+#: Valid values of the :class:`FSNetConfig` choice fields, the released network's first.
+BACKBONE_CHOICES = tuple(SPECS)
+RCAM_CHOICES = ("duplex", "app2mo", "mo2app", "concat")
+BPM_CHOICES = ("duplex", "to_motion", "to_appearance")
+STREAM_CHOICES = ("both", "appearance", "motion")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FSNetConfig:
+    """The architecture of an FSNet variant; the defaults are the released network.
+
+    * ``backbone``: ``"res2net50"`` or ``"resnet50"``; ``channel``: head width (a positive multiple
+      of 4, the PPM splits it in four);
+    * ``num_bpm``: number of stacked BPMs ``bpm1..bpmN`` (N >= 0);
+    * ``rcam``: ``"duplex"`` (App <=> Mo), ``"app2mo"`` (App => Mo), ``"mo2app"`` (App <= Mo) or
+      ``"concat"`` (vanilla fusion: channel concatenation and one convolution);
+    * ``bpm``: ``"duplex"``, ``"to_motion"`` ((App+Mo) => Mo) or ``"to_appearance"`` ((App+Mo) <= Mo);
+    * ``streams``: ``"both"``, ``"appearance"`` (frames only) or ``"motion"`` (flow only).
+
+    Invalid values and meaningless combinations (a fusion or BPM setting with one stream, a BPM
+    direction without BPMs) raise ``ValueError`` naming the valid choices.
+    """
+
+    backbone: str = "res2net50"
+    channel: int = 32
+    num_bpm: int = 4
+    rcam: str = "duplex"
+    bpm: str = "duplex"
+    streams: str = "both"
+
+    def __post_init__(self) -> None:
+        for name, choices in (("backbone", BACKBONE_CHOICES), ("rcam", RCAM_CHOICES),
+                              ("bpm", BPM_CHOICES), ("streams", STREAM_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"FSNetConfig.{name}={getattr(self, name)!r} is not valid; "
+                                 f"choose one of {', '.join(choices)}")
+        if not _is_int(self.channel) or self.channel < 4 or self.channel % 4:
+            raise ValueError(f"FSNetConfig.channel={self.channel!r} is not valid; choose a positive "
+                             f"multiple of 4 (the released network uses 32)")
+        if not _is_int(self.num_bpm) or self.num_bpm < 0:
+            raise ValueError(f"FSNetConfig.num_bpm={self.num_bpm!r} is not valid; choose an "
+                             f"integer >= 0 (the released network uses 4)")
+        default = FSNetConfig.__dataclass_fields__
+        if self.streams != "both":
+            changed = [name for name in ("num_bpm", "rcam", "bpm")
+                       if getattr(self, name) != default[name].default]
+            if changed:
+                raise ValueError(
+                    f"FSNetConfig(streams={self.streams!r}) has no fusion and no BPMs, so "
+                    f"{', '.join(f'{n}={getattr(self, n)!r}' for n in changed)} does not apply; "
+                    f"leave num_bpm, rcam and bpm at their defaults (4, 'duplex', 'duplex') or use "
+                    f"streams='both'")
+        if self.num_bpm == 0 and self.bpm != "duplex":
+            raise ValueError(f"FSNetConfig(num_bpm=0) has no BPMs, so bpm={self.bpm!r} does not "
+                             f"apply; leave bpm='duplex' or choose num_bpm >= 1")
+
+    @property
+    def is_released(self) -> bool:
+        """Whether this is the released architecture (any backbone and width)."""
+        return (self.num_bpm, self.rcam, self.bpm, self.streams) == (4, "duplex", "duplex", "both")
+
+
+def make_config(config: FSNetConfig | str | None = None, **overrides: Any) -> FSNetConfig:
+    """``config`` (or the defaults; a string is the backbone) with ``overrides`` applied.
+
+    Unknown field names raise ``ValueError`` listing the fields.
+    """
+    names = [f.name for f in fields(FSNetConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"unknown FSNetConfig field(s) {unknown}; the fields are {names}")
+    if isinstance(config, str):
+        overrides = {"backbone": config, **overrides}
+        config = None
+    return replace(config or FSNetConfig(), **overrides)
 
 
 def _nearest_valid(size: int) -> int:
@@ -57,8 +137,12 @@ class FSNet(nn.Module):
     checkpoint key for key (after stripping ``module.``).
     """
 
-    def __init__(self, backbone: str = "res2net50", channel: int = 32) -> None:
+    def __init__(self, config: FSNetConfig | str | None = None, **overrides: Any) -> None:
+        """``FSNet(FSNetConfig(...))``, ``FSNet(backbone="resnet50", channel=32)`` or
+        ``FSNet("resnet50")``: see :func:`make_config`."""
         super().__init__()
+        self.config = make_config(config, **overrides)
+        backbone, channel = self.config.backbone, self.config.channel
         self.backbone_name = backbone
         self.channel = channel
         self.resnet = ThreeStreamBackbone(backbone)
@@ -72,7 +156,7 @@ class FSNet(nn.Module):
         for prefix in ("reduce_a", "reduce_m"):
             for level, channels in enumerate(LEVEL_CHANNELS[1:], start=1):
                 setattr(self, f"{prefix}{level}", DimReduce(channels, channel))
-        for index in range(1, NUM_BPM + 1):
+        for index in range(1, self.config.num_bpm + 1):
             setattr(self, f"bpm{index}", BPM(channel))
         self.output_s = Decoder(channel)
         self.output_e = Decoder(channel)
@@ -133,9 +217,9 @@ class FSNet(nn.Module):
         e: list[Tensor] | None = [
             getattr(self, f"reduce_m{k}")(f) for k, f in enumerate(motion, start=1)
         ]
-        for index in range(1, NUM_BPM + 1):
+        for index in range(1, self.config.num_bpm + 1):
             bpm = getattr(self, f"bpm{index}")
-            last = index == NUM_BPM
+            last = index == self.config.num_bpm
             s, e = bpm.appearance(s, e), (bpm.motion(s, e) if with_motion or not last else None)
         return s, e
 
