@@ -34,7 +34,9 @@ class Cost:
 
     bpm_params_m: float   # parameters of bpm1..bpmN, millions
     bpm_gflops: float     # their multiply-accumulates, G (FlopCounterMode FLOPs / 2)
-    params_m: float       # every parameter of the network, millions
+    params_m: float       # parameters the forward uses (the trainable ones), millions
+    stored_params_m: float  # every parameter in the state_dict (the released configuration
+    #                         also stores never-run modules for checkpoint compatibility)
     gflops: float         # the whole forward's multiply-accumulates, G
     size: int
 
@@ -70,8 +72,10 @@ def measure_cost(config: FSNetConfig, size: int = PAPER_SIZE) -> Cost:
     stack = bpm_names(model)
     bpm_macs = sum(per_module.get(leaf, 0) for name in stack for leaf in _leaf_names(model, name))
     bpm_params = sum(p.numel() for name in stack for p in getattr(model, name).parameters())
+    parameters = list(model.parameters())
     return Cost(bpm_params_m=bpm_params / 1e6, bpm_gflops=bpm_macs / 1e9,
-                params_m=sum(p.numel() for p in model.parameters()) / 1e6, gflops=total / 1e9,
+                params_m=sum(p.numel() for p in parameters if p.requires_grad) / 1e6,
+                stored_params_m=sum(p.numel() for p in parameters) / 1e6, gflops=total / 1e9,
                 size=size)
 
 

@@ -48,7 +48,12 @@ def make_executor(options: LaunchOptions, folder: Path) -> Any:
     One node per row, one task per GPU (one task without GPUs)."""
     submitit = require_submitit()
     cluster = "local" if options.launcher == "submitit_local" else "slurm"
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    except RuntimeError as error:  # no srun: not a SLURM machine
+        raise UserError(f"--launcher {options.launcher}: {error}",
+                        "run on the cluster's login node, or use --launcher local or "
+                        "submitit_local") from None
     tasks = max(1, options.gpus_per_row)
     parameters: dict[str, Any] = {
         "name": "fsnet-ablation", "nodes": 1, "tasks_per_node": tasks,
