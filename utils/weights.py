@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from lib.backbones import BACKBONES, find_imagenet_file, load_imagenet_weights
+from lib.checkpoint import build_fsnet
 from lib.fsnet import FSNet
 from lib.hub import OFFLINE_ENV, WeightsError, find_or_download, file_name, sha256_of, verify_hash_in_name
-from utils.checkpoint import build_model_from_checkpoint
 from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
 
 RELEASE_NAME = "2021-ICCV-FSNet-20epoch-new.pth"
@@ -120,12 +120,13 @@ class CheckReport:
 def check_fsnet_file(path: Path) -> CheckReport:
     """Verify that ``path`` is the released FSNet checkpoint's layout; ``BadInputError`` otherwise.
 
-    Reads it with the guarded loader, detects the backbone, loads it strictly into that FSNet
-    (exact key list and shapes), then requires the release's backbone, key and parameter counts
+    Builds it with :func:`lib.checkpoint.build_fsnet` (the architecture it records, or the
+    released one its keys show; loaded strictly: exact key list and shapes), then requires the release's backbone, key and parameter counts
     and finite values.
     """
     try:
-        model = build_model_from_checkpoint(path)
+        with user_errors():
+            model = build_fsnet(path)
     except BadInputError as error:  # name the file in every message
         if str(path) in error.what:
             raise
