@@ -28,7 +28,7 @@ from eval.sod.report import format_table, schema, write_json
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
 from utils.cli import MissingInputError, make_parser, run_guarded
-from utils.data.toy import make_toy_dataset
+from utils.data.synthetic import make_toy_dataset
 from utils.device import resolve_device
 from utils.inference.overlay import write_overlay_gif
 from utils.io import write_text

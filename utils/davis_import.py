@@ -1,4 +1,4 @@
-"""CLI: ``python -m utils.davis_import`` lays out DAVIS-2016 for FSNet (library: ``utils.data.davis_import``)."""
+"""CLI: ``python -m utils.davis_import`` lays out DAVIS-2016 for FSNet (library: ``utils.data.davis_layout``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.data.davis_import import ImportConfig, run
+from utils.data.davis_layout import ImportConfig, run
 from utils.flow.generate import METHODS, RAFT_MODELS
 from utils.weights import add_offline_argument
 

@@ -1,4 +1,4 @@
-"""CLI: ``python -m utils.toy`` writes the synthetic toy data set (library: ``utils.data.toy``)."""
+"""CLI: ``python -m utils.toy`` writes the synthetic toy data set (library: ``utils.data.synthetic``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ from dataclasses import asdict, replace
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.data.toy import QUICK, ToyConfig, make_toy_dataset
+from utils.data.synthetic import QUICK, ToyConfig, make_toy_dataset
 
 
 def get_args_parser() -> argparse.ArgumentParser:
