@@ -25,7 +25,8 @@ from torch import nn
 
 from lib.backbones import BACKBONES, find_imagenet_file, load_imagenet_weights
 from lib.fsnet import FSNet
-from lib.hub import OFFLINE_ENV, WeightsError, find_or_download, file_name, sha256_of, verify_hash_in_name
+from lib.hub import (OFFLINE_ENV, REPO_ROOT, WeightsError, WeightsNotFoundError, file_name, find_or_download, hub_checkpoints_dir, sha256_of,
+                     verify_hash_in_name)
 from utils.checkpoint import build_model_from_checkpoint
 from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
 
@@ -117,36 +118,86 @@ class CheckReport:
     parameters: int
 
 
-def check_fsnet_file(path: Path) -> CheckReport:
-    """Verify that ``path`` is the released FSNet checkpoint's layout; ``BadInputError`` otherwise.
+def release_places() -> list[Path]:
+    """Where the released model is looked for: ``snapshot/FSNet/`` of the working folder and of
+    the checkout, then the torch hub cache."""
+    places = [Path.cwd() / RELEASE_PATH, REPO_ROOT / RELEASE_PATH, hub_checkpoints_dir() / RELEASE_NAME]
+    return list(dict.fromkeys(places))
 
-    Reads it with the guarded loader, detects the backbone, loads it strictly into that FSNet
-    (exact key list and shapes), then requires the release's backbone, key and parameter counts
-    and finite values.
-    """
-    try:
-        model = build_model_from_checkpoint(path)
-    except BadInputError as error:  # name the file in every message
-        if str(path) in error.what:
-            raise
-        raise BadInputError(f"{path}: {error.what}", error.fix or
-                            f"download {RELEASE_NAME} again (python -m utils.weights fsnet)") from None
+
+def find_release() -> Path:
+    """The released checkpoint's first place that holds it; ``MissingInputError`` saying where to
+    get it and where to put it otherwise (it is shared by Google Drive / Baidu Pan only)."""
+    places = release_places()
+    for place in places:
+        if place.is_file():
+            return place
+    raise MissingInputError(
+        f"the released FSNet model {RELEASE_NAME} is not in {', '.join(map(str, places))}",
+        f"download it from {RELEASE_LINKS[0]} (or {RELEASE_LINKS[1]}) and put it at {places[-1]} "
+        f"or {REPO_ROOT / RELEASE_PATH}; python -m utils.weights fsnet --check PATH verifies it")
+
+
+def load_release(path: Path) -> FSNet:
+    """The released FSNet from ``path`` (eval mode, CPU): loaded strictly, then required to have
+    the release's backbone, key and parameter counts and finite values; ``BadInputError`` otherwise."""
+    model = _build_named(path)
     state = model.state_dict()
-    report = CheckReport(Path(path), sha256_of(Path(path)), model.backbone_name, len(state),
-                         sum(p.numel() for p in model.parameters()))
-    release = (RELEASE_BACKBONE, RELEASE_KEYS, RELEASE_PARAMETERS)
-    if (report.backbone, report.keys, report.parameters) != release:
+    layout = (model.backbone_name, len(state), sum(p.numel() for p in model.parameters()))
+    if layout != (RELEASE_BACKBONE, RELEASE_KEYS, RELEASE_PARAMETERS):
         raise BadInputError(
-            f"{path} is an FSNet checkpoint ({report.backbone}, {report.keys} keys, "
-            f"{report.parameters:,} parameters) but not the released model ({RELEASE_BACKBONE}, "
-            f"{RELEASE_KEYS} keys, {RELEASE_PARAMETERS:,} parameters)",
+            f"{path} is an FSNet checkpoint ({layout[0]}, {layout[1]} keys, {layout[2]:,} "
+            f"parameters) but not the released model ({RELEASE_BACKBONE}, {RELEASE_KEYS} keys, "
+            f"{RELEASE_PARAMETERS:,} parameters)",
             f"download {RELEASE_NAME} again (python -m utils.weights fsnet)")
     broken = [key for key, value in state.items()
               if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:
         raise BadInputError(f"{path} holds non-finite values in {len(broken)} tensors, e.g. {broken[:5]}",
                             f"download {RELEASE_NAME} again")
-    return report
+    return model
+
+
+def _build_named(path: Path) -> FSNet:
+    """:func:`utils.checkpoint.build_model_from_checkpoint` with the file named in every message."""
+    try:
+        return build_model_from_checkpoint(path)
+    except BadInputError as error:
+        if str(path) in error.what:
+            raise
+        raise BadInputError(f"{path}: {error.what}", error.fix or
+                            f"download {RELEASE_NAME} again (python -m utils.weights fsnet)") from None
+
+
+def check_fsnet_file(path: Path) -> CheckReport:
+    """Verify that ``path`` is the released FSNet checkpoint (:func:`load_release`) and report
+    its SHA-256, backbone, key and parameter counts; ``BadInputError`` otherwise."""
+    model = load_release(path)
+    return CheckReport(Path(path), sha256_of(Path(path)), model.backbone_name, len(model.state_dict()),
+                       sum(p.numel() for p in model.parameters()))
+
+
+def checkpoint_file(path_or_url: str, offline: bool = False) -> Path:
+    """A checkpoint as a local file: a path as given (it must exist), or a URL (``https://``,
+    ``file://``) taken from the torch hub cache, else downloaded there (SHA-256 checked against a
+    ``-<hex>`` prefix in its name; never when offline or with ``FSNET_OFFLINE=1``)."""
+    if "://" not in path_or_url:
+        path = Path(path_or_url)
+        if not path.is_file():
+            raise MissingInputError(f"checkpoint file not found: {path_or_url!r}",
+                                    "give the path of a checkpoint written by train.py, or its URL")
+        return path
+    cache = hub_checkpoints_dir()
+    try:
+        path = find_or_download([file_name(path_or_url)], path_or_url, "FSNet checkpoint", [cache],
+                                offline=offline)
+        verify_hash_in_name(path)
+    except WeightsNotFoundError as error:
+        raise MissingInputError(error.what, f"download {path_or_url} on a machine with internet access "
+                                f"and put it in {cache}, or pass the local file's path") from None
+    except WeightsError as error:
+        raise user_error(error) from None
+    return path
 
 
 # --------------------------------------------------------------------------- CLI
