@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,11 @@ from torch import nn
 
 from lib.backbones import BACKBONES, find_imagenet_file, load_imagenet_weights
 from lib.fsnet import FSNet
+from lib.state_dict import read_weights_file
 from lib.hub import (OFFLINE_ENV, REPO_ROOT, WeightsError, WeightsNotFoundError, file_name, find_or_download, hub_checkpoints_dir, sha256_of,
                      verify_hash_in_name)
 from utils.checkpoint import build_model_from_checkpoint
-from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
+from utils.cli import BadInputError, MissingInputError, UserError, add_debug_argument, make_parser, run_guarded
 
 RELEASE_NAME = "2021-ICCV-FSNet-20epoch-new.pth"
 #: Where inference.py looks for the released model by default (relative to the working folder).
@@ -44,6 +46,7 @@ RELEASE_KEYS = 2160
 RELEASE_PARAMETERS = 102_301_698
 #: torchvision weight enums of the RAFT variants (their ``DEFAULT`` member is used).
 RAFT_WEIGHT_ENUMS = {"raft_large": "Raft_Large_Weights", "raft_small": "Raft_Small_Weights"}
+RAFT_MODELS = tuple(RAFT_WEIGHT_ENUMS)
 NO_IMAGENET_HINT = "or pass --no_imagenet to start from random weights (demo/tests only)"
 
 
@@ -105,6 +108,32 @@ def raft_weights_file(weights: Optional[str], model: str, offline: bool = False)
             offline=offline)
         verify_hash_in_name(path)
     return path
+
+
+@functools.lru_cache(maxsize=2)
+def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "cpu",
+              offline: bool = False) -> torch.nn.Module:
+    """Build a torchvision RAFT with the weights of ``--raft_weights`` or torchvision's own file.
+
+    ``weights`` (a local state_dict) is used as given. Without it torchvision's ``DEFAULT`` weights
+    file is taken from ``snapshot/backbone/`` or the torch hub cache, else downloaded into the hub
+    cache (hash-checked) unless ``offline`` or ``FSNET_OFFLINE=1`` (see :mod:`lib.hub`). Raises
+    ``MissingInputError`` / ``BadInputError`` naming the file and how to obtain it.
+    """
+    from torchvision.models import optical_flow
+
+    if model not in RAFT_MODELS:
+        raise BadInputError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
+    path = raft_weights_file(weights, model, offline)
+    net = getattr(optical_flow, model)(weights=None)
+    with user_errors():
+        state = read_weights_file(path)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise BadInputError(f"{path} is not a {model} state_dict: {error}") from error
+    return net.eval().to(device)
+
 
 
 @dataclass(frozen=True)
@@ -206,24 +235,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python -m utils.weights``."""
     parser = make_parser("python -m utils.weights",
                          "Get and check FSNet's weights files (see docs/weights.md).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="fsnet, imagenet or raft (each has its own --help)")
     fsnet = commands.add_parser("fsnet", help="where to get the released FSNet model; --check a copy")
     fsnet.add_argument("--check", nargs="?", const=str(RELEASE_PATH), default=None, metavar="PATH",
                        help=f"verify a downloaded checkpoint (default PATH: {RELEASE_PATH})")
     imagenet = commands.add_parser("imagenet", help="fetch and check the ImageNet backbone file")
-    imagenet.add_argument("--backbone", choices=BACKBONES, default="res2net50", help="backbone")
+    imagenet.add_argument("--backbone", choices=BACKBONES, default="res2net50", help="backbone network")
     imagenet.add_argument("--imagenet", default=None, metavar="PATH",
                           help="a local file or folder to use instead of searching/downloading")
     raft = commands.add_parser("raft", help="fetch and check torchvision's RAFT weights")
-    raft.add_argument("--raft_model", choices=tuple(RAFT_WEIGHT_ENUMS), default="raft_large",
+    raft.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large",
                       help="RAFT variant")
     raft.add_argument("--raft_weights", default=None, metavar="PATH",
                       help="a local state_dict to check instead of searching/downloading")
     for command in (imagenet, raft):
         add_offline_argument(command)
     for command in (fsnet, imagenet, raft):  # --debug also after the command name
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the full traceback of errors")
+        add_debug_argument(command, argparse.SUPPRESS)
     return parser
 
 
@@ -258,8 +287,6 @@ def _imagenet(args: argparse.Namespace) -> None:
 
 
 def _raft(args: argparse.Namespace) -> None:
-    from utils.flow.generate import load_raft  # imported here: utils.flow.generate imports this module
-
     path = raft_weights_file(args.raft_weights, args.raft_model, args.offline)
     load_raft(str(path), args.raft_model)
     print(f"torchvision {args.raft_model} weights: {path}")
