@@ -28,7 +28,7 @@ from eval.sod.aggregate import DatasetScores, aggregate_dataset, aggregate_seque
 from eval.sod.images import NOTE_TEXT, Note, VSODInputError, supported_mode
 from eval.sod.report import format_table, schema, write_csv, write_json
 from eval.sod.runner import run_sequences
-from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequenceJob, plan_dataset, resolve_datasets
+from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequencePlan, plan_dataset, resolve_datasets
 from utils.cli import ListAction, make_parser, progress as progress_bar, run_guarded
 from utils.data.images import check_images
 from utils.safety import check_outputs_apart, check_writable
@@ -50,7 +50,7 @@ def _note_messages(notes: list[Note]) -> list[str]:
     return messages
 
 
-def check_files(jobs: Sequence[SequenceJob]) -> None:
+def check_files(jobs: Sequence[SequencePlan]) -> None:
     """Read the header of every evaluated GT and prediction file (thread pool); all unreadable,
     truncated or undecodable (image mode) files are reported in one :class:`VSODInputError`."""
     roles = {job.gt_dir / name: "gt" for job in jobs for name in job.frames}
