@@ -25,6 +25,7 @@ import train
 from eval import davis16, vsod
 from eval.davis.report import summary_table, to_json
 from eval.sod.report import format_table, schema, write_json
+from lib.checkpoint import checkpoint_dict
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
 from utils.cli import MissingInputError, add_device_argument, make_parser, run_guarded
@@ -181,7 +182,7 @@ def save_untrained(args: argparse.Namespace, paths: DemoPaths) -> Path:
     target = paths.run / "untrained.pth"
     if not target.exists():
         torch.manual_seed(args.seed)
-        save_checkpoint(FSNet(backbone=args.backbone).state_dict(), target)
+        save_checkpoint(checkpoint_dict(FSNet(backbone=args.backbone)), target)
     return target
 
 

@@ -55,30 +55,33 @@ def fsnet(pretrained: bool = False, weights: Optional[str] = None, offline: bool
             built with the configuration saved in the file.
         offline: never download (as ``FSNET_OFFLINE=1``): a URL not yet in the hub cache is an
             error saying where to put the file.
-        **config: the network's configuration, e.g. ``backbone="resnet50"`` (or ``"res2net50"``,
-            the default) and ``channel=32``. With weights, any value given must match the file's.
+        **config: any ``lib.fsnet.FSNetConfig`` field: ``backbone`` (``"res2net50"``, the
+            default, or ``"resnet50"``), ``channel`` (32), ``num_bpm`` (4), ``rcam``
+            (``"duplex"``, ``"app2mo"``, ``"mo2app"``, ``"concat"``), ``bpm`` (``"duplex"``,
+            ``"to_motion"``, ``"to_appearance"``), ``streams`` (``"both"``, ``"appearance"``,
+            ``"motion"``); the defaults are the released architecture. With weights, the file's
+            recorded configuration is used, and any value given must equal it.
 
     Returns:
         ``FSNet``; ``model(image, flow) -> (pred_s, pred_e)`` logits.
     """
     _check_own_packages()
-    from lib.fsnet import FSNet
-    from utils.checkpoint import build_model_from_checkpoint
+    from dataclasses import replace
+
+    from lib.checkpoint import build_fsnet
+    from lib.fsnet import FSNet, FSNetConfig
     from utils.weights import checkpoint_file, find_release, load_release
 
     if pretrained and weights is not None:
         raise ValueError("pass pretrained=True or weights=..., not both")
     if not (pretrained or weights is not None):
-        return FSNet(**config)
-    if pretrained:
-        model = load_release(find_release())
-    else:
-        model = build_model_from_checkpoint(checkpoint_file(str(weights), offline))
-    saved = {"backbone": model.backbone_name, "channel": model.channel}
-    clashes = [f"{key}={value!r} (the file has {saved.get(key)!r})"
-               for key, value in config.items() if saved.get(key) != value]
+        return FSNet(FSNetConfig(**config))
+    model = load_release(find_release()) if pretrained else build_fsnet(checkpoint_file(str(weights), offline))
+    saved = model.config
+    clashes = [f"{key}={value!r} (the file has {getattr(saved, key)!r})"
+               for key, value in config.items() if getattr(replace(saved, **{key: value}), key) != getattr(saved, key)]
     if clashes:
-        raise ValueError(f"the checkpoint's configuration differs from {', '.join(clashes)}; "
+        raise ValueError(f"the checkpoint's configuration differs: {', '.join(clashes)}; "
                          "leave these arguments out to use the file's")
     return model
 

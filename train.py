@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ from torch.utils.data import DataLoader
 
 from lib.backbones import BACKBONES
 from lib.backbones.imagenet import find_imagenet_file
-from lib.fsnet import FSNet
+from lib.checkpoint import CONFIG_KEY, Checkpoint, checkpoint_dict
+from lib.fsnet import BPM_CHOICES, RCAM_CHOICES, STREAM_CHOICES, FSNet, FSNetConfig
 from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
 from utils.cli import BadInputError, UserError, add_device_argument, make_parser, progress, run_guarded
 from utils.data.dataset import GT_MODES, TRAIN_TYPES, TrainDataset
@@ -50,7 +51,8 @@ from utils.safety import check_outputs_apart, output_lock
 from utils.training import distributed
 from utils.training.distributed import DistEnv, ResumableDistributedSampler
 from utils.training.finetune_init import (
-    FLOW_BN_STATS_CHOICES, check_stage_finished, init_finetune, require_stage_file,
+    FLOW_BN_STATS_CHOICES, PRETRAIN_STAGES, check_stage_finished, init_finetune,
+    require_stage_file,
 )
 from utils.training.run_info import collect_run_info
 from utils.training.state import (
@@ -59,6 +61,8 @@ from utils.training.state import (
 )
 from utils.weights import NO_IMAGENET_HINT, add_offline_argument, imagenet_init, user_errors
 
+#: TrainConfig fields that set the architecture besides --backbone; --variant sets them all.
+ARCH_FIELDS = ("num_bpm", "rcam", "bpm", "streams")
 
 
 @dataclass
@@ -78,6 +82,11 @@ class TrainConfig:
     rates: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
     seed: int = 0
     backbone: str = "res2net50"
+    num_bpm: int = 4
+    rcam: str = "duplex"
+    bpm: str = "duplex"
+    streams: str = "both"
+    variant: Optional[str] = None
     imagenet: str | None = None
     no_imagenet: bool = False
     offline: bool = False
@@ -212,10 +221,65 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
     return torch.stack(losses).cpu()
 
 
+# ----------------------------------------------------------------------------- architecture
+
+def resolve_variant(config: TrainConfig, explicit: Sequence[str] = ()) -> TrainConfig:
+    """``config`` with ``--variant``'s architecture (:data:`ARCH_FIELDS`) filled in; unchanged
+    without a variant. An unknown name, or a field given in ``explicit`` (the command line) or
+    set away from its default that disagrees with the variant, is a ``BadInputError``.
+    ``--backbone`` stays the run's own (the variants are defined for any backbone)."""
+    if config.variant is None:
+        return config
+    from experiments.variants import get_variant  # the named rows of the paper's tables
+    try:
+        variant = get_variant(config.variant).config
+    except UserError:
+        raise
+    except ValueError as error:
+        raise BadInputError(str(error), "python -m experiments.ablation --list names them") from None
+    defaults = TrainConfig(train_type=config.train_type)
+    conflicts = [f"--{name} {getattr(config, name)} (the variant has {getattr(variant, name)})"
+                 for name in ARCH_FIELDS
+                 if (name in explicit or getattr(config, name) != getattr(defaults, name))
+                 and getattr(config, name) != getattr(variant, name)]
+    if conflicts:
+        raise BadInputError(f"--variant {config.variant} disagrees with " + ", ".join(conflicts),
+                            "drop those flags (the variant sets them) or drop --variant")
+    return replace(config, **{name: getattr(variant, name) for name in ARCH_FIELDS})
+
+
+def model_config(config: TrainConfig) -> FSNetConfig:
+    """The network's :class:`FSNetConfig` (--backbone and :data:`ARCH_FIELDS`, width 32);
+    an invalid combination is a ``BadInputError`` naming the valid choices."""
+    try:
+        return FSNetConfig(backbone=config.backbone,
+                           **{name: getattr(config, name) for name in ARCH_FIELDS})
+    except ValueError as error:
+        raise BadInputError(f"invalid architecture: {error}",
+                            "see docs/model.md (Variants) for the valid combinations") from None
+
+
+def check_stage(config: TrainConfig, architecture: FSNetConfig) -> None:
+    """``BadInputError`` if the stage or a stage-checkpoint flag does not apply to a
+    single-stream network (no flow stage for appearance only, no RGB stage for motion only)."""
+    stages = PRETRAIN_STAGES[architecture.streams]
+    if config.train_type != "finetune" and config.train_type not in stages:
+        seen = "frames" if architecture.streams == "appearance" else "flow images"
+        raise BadInputError(
+            f"--streams {architecture.streams} has no {config.train_type} stage (that network "
+            f"sees {seen} only)", f"run --train_type {stages[0]}, then --train_type finetune")
+    for stage, flag in (("pretrain_rgb", "rgb_ckpt"), ("pretrain_flow", "flow_ckpt")):
+        if getattr(config, flag) and stage not in stages:
+            raise BadInputError(f"--{flag} does not apply to --streams {architecture.streams} "
+                                f"(it has no {stage} stage)", f"drop --{flag}")
+
+
 # ----------------------------------------------------------------------------- checks
 
 def check_config(config: TrainConfig, env: DistEnv) -> list[int]:
-    """Raise one ``BadInputError`` listing every argument problem; return the multi-scale sizes."""
+    """Raise one ``BadInputError`` listing every argument problem (the architecture and stage
+    first, on their own); return the multi-scale sizes."""
+    check_stage(config, model_config(config))
     c, cuda = config, env.device.type == "cuda"
     rank_batch = c.batchsize // env.world_size if c.batchsize % env.world_size == 0 else None
     sizes = scale_sizes(c.trainsize, c.rates) if all(map(math.isfinite, c.rates)) else []
@@ -277,6 +341,13 @@ def open_resume(config: TrainConfig, last_path: Path, env: DistEnv
         return None, None, {}
     state = load_train_state(path)
     changed = check_resume_args(state["args"], asdict(config), path)
+    with user_errors():
+        saved = Checkpoint(path, state["model"], state.get(CONFIG_KEY)).config()
+    if saved != model_config(config):
+        raise BadInputError(f"Cannot resume from {path}: it trains the FSNet variant {saved!r}, "
+                            f"this run asks for {model_config(config)!r}",
+                            "resume with that run's architecture flags, or start a new run "
+                            "(--run_name / --overwrite)")
     if state["batch_in_epoch"] and state.get("world_size") != env.world_size:
         raise BadInputError(f"{path} was saved mid-epoch by {state.get('world_size')} processes",
                             f"resume it with the same number (not {env.world_size})")
@@ -286,16 +357,18 @@ def open_resume(config: TrainConfig, last_path: Path, env: DistEnv
     return path, state, changed
 
 
-def stage_inputs(config: TrainConfig) -> tuple[Path, Path]:
+def stage_inputs(config: TrainConfig) -> tuple[Path | None, Path | None]:
     """finetune: the rgb and flow stage checkpoints (given, or the earlier stages' finished
-    last.pth); errors name the missing stage."""
-    paths = []
+    last.pth; ``None`` for a stage the network does not have); errors name the missing stage."""
+    paths: list[Path | None] = []
+    stages = PRETRAIN_STAGES[config.streams]
     for stage, given in (("pretrain_rgb", config.rgb_ckpt), ("pretrain_flow", config.flow_ckpt)):
         path = Path(given) if given else Path(config.save_path) / config.run_name / stage / "last.pth"
-        require_stage_file(path, stage)
-        if not given:
-            check_stage_finished(path, stage)
-        paths.append(path)
+        if stage in stages:
+            require_stage_file(path, stage)
+            if not given:
+                check_stage_finished(path, stage)
+        paths.append(path if stage in stages else None)
     return paths[0], paths[1]
 
 
@@ -335,11 +408,12 @@ def build_loader(dataset: TrainDataset, config: TrainConfig, env: DistEnv
     return loader, sampler, worker_seeds
 
 
-def build_model(config: TrainConfig, resume: dict | None, finetune_from: tuple[Path, Path] | None,
-                imagenet: Path | None, env: DistEnv) -> FSNet:
-    """FSNet with its initial weights: resumed, finetune-initialised (from the rgb and flow stage
-    checkpoints ``finetune_from``), ImageNet (``imagenet``) or random."""
-    model = FSNet(backbone=config.backbone)  # seeded: identical on every rank
+def build_model(config: TrainConfig, resume: dict | None,
+                finetune_from: tuple[Path | None, Path | None] | None, imagenet: Path | None,
+                env: DistEnv) -> FSNet:
+    """The configured FSNet variant with its initial weights: resumed, finetune-initialised (from
+    the rgb and flow stage checkpoints ``finetune_from``), ImageNet (``imagenet``) or random."""
+    model = FSNet(model_config(config))  # seeded: identical on every rank
     if resume is not None:
         load_model_weights(model, resume["model"])
     elif finetune_from is not None:
@@ -392,7 +466,7 @@ def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path
     net = model if not env.is_distributed else DistributedDataParallel(
         model, device_ids=[env.device] if env.device.type == "cuda" else None)
     run_info = {**collect_run_info(asdict(config), env.world_size, str(env.device)),
-                "resumed_from": str(resume_path) if resume_path else None,
+                CONFIG_KEY: asdict(model.config), "resumed_from": str(resume_path) if resume_path else None,
                 "changed_on_resume": changed}
     run = Run(config, env, sizes, out_dir, model, net, optimizer, scaler, loader, sampler,
               worker_seeds, len(loader), None, run_info)
@@ -490,18 +564,20 @@ def save_state(run: Run, epoch: int, batch_in_epoch: int) -> None:
             run.last_path, **state, epoch=epoch, batch_in_epoch=batch_in_epoch,
             scaler=run.scaler.state_dict() if run.config.amp == "fp16" else None,
             global_step=run.global_step, finished=epoch >= run.config.epoch, rng=rng_states,
-            args=asdict(run.config), world_size=run.env.world_size)
+            args=asdict(run.config), world_size=run.env.world_size,
+            **{CONFIG_KEY: asdict(run.model.config)})
     run.saved_step = run.global_step
 
 
 def export_epoch(run: Run, number: int) -> None:
-    """Write ``FSNet-<number>epoch.pth`` (release format, ``module.`` keys) for 1-based epochs
-    from --save_from_epoch on and for the last epoch (rank 0; the state was checked finite)."""
+    """Write ``FSNet-<number>epoch.pth`` (``{"model": state_dict with the release's ``module.``
+    keys, "config": the architecture}``) for 1-based epochs from --save_from_epoch on and for the
+    last epoch (rank 0; the state was checked finite)."""
     config = run.config
     if not run.env.is_main or (number < config.save_from_epoch and number != config.epoch):
         return
     path = run.out_dir / f"FSNet-{number}epoch.pth"
-    save_checkpoint({f"module.{k}": v for k, v in run.model.state_dict().items()}, path)
+    save_checkpoint(checkpoint_dict(run.model, prefix="module."), path)
     run.epoch_checkpoints.append(str(path))
 
 
@@ -524,6 +600,7 @@ def diverged(run: Run, what: str) -> TrainingDiverged:
 def train(config: TrainConfig) -> TrainResult:
     """Train one stage (see the module docstring): check everything, take the run folder's
     lock, build, loop over the epochs, write the summary into run.json."""
+    config = resolve_variant(config)
     env = distributed.setup(config.device)
     try:
         sizes = check_config(config, env)
@@ -603,6 +680,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--seed", type=int, default=d.seed, help="seed of init, data order, workers")
     model = p.add_argument_group("model and initialisation")
     model.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="backbone network")
+    arch = p.add_argument_group("architecture (default: the released FSNet; docs/model.md, Variants)")
+    arch.add_argument("--variant", default=d.variant, metavar="NAME",
+                      help="a named row of the paper's ablation tables (python -m experiments.ablation "
+                           "--list); sets --num_bpm/--rcam/--bpm/--streams")
+    arch.add_argument("--num_bpm", type=int, default=argparse.SUPPRESS,
+                      help=f"number of stacked BPMs (default {d.num_bpm})")
+    arch.add_argument("--rcam", choices=RCAM_CHOICES, default=argparse.SUPPRESS,
+                      help=f"fusion: duplex RCAM, simplex RCAM or concat (default {d.rcam})")
+    arch.add_argument("--bpm", choices=BPM_CHOICES, default=argparse.SUPPRESS,
+                      help=f"BPM direction (default {d.bpm})")
+    arch.add_argument("--streams", choices=STREAM_CHOICES, default=argparse.SUPPRESS,
+                      help=f"both streams, or frames / flow only (default {d.streams})")
     model.add_argument("--imagenet", default=d.imagenet, metavar="PATH",
                        help="ImageNet backbone file (default: search snapshot/backbone/, torch hub)")
     model.add_argument("--no_imagenet", action="store_true",
@@ -657,8 +746,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed flags."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    """The :class:`TrainConfig` of parsed flags, ``--variant`` resolved (:func:`resolve_variant`)."""
+    defaults = TrainConfig(train_type=args.train_type)
+    config = TrainConfig(**{f.name: getattr(args, f.name, getattr(defaults, f.name))
+                            for f in fields(TrainConfig)})
+    return resolve_variant(config, [name for name in ARCH_FIELDS if hasattr(args, name)])
 
 
 def parse_config(argv: Sequence[str]) -> TrainConfig:

@@ -12,8 +12,8 @@ largest absolute difference must stay within ``1e-4`` of the logit range; the ch
 ONNX has no adaptive average pooling with bins that do not divide the input (the PPM pools an
 11x11 map into 2, 3 and 6 bins), so it is exported as two matrix products with the exact
 PyTorch bin boundaries (``floor(i n / b)`` to ``ceil((i + 1) n / b)``), built in the graph from the
-input's shape. Checkpoints are read with :mod:`lib.state_dict` (``lib/`` imports nothing from
-``utils/``).
+input's shape. Checkpoints are read with :func:`lib.checkpoint.build_fsnet`, which rebuilds
+whatever FSNet variant the file holds (``lib/`` imports nothing from ``utils/``).
 """
 from __future__ import annotations
 
@@ -26,17 +26,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lib.checkpoint import build_fsnet
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet
-from lib.hub import WeightsCorruptError, WeightsNotFoundError
-from lib.state_dict import (CHANNEL_KEY, as_float32, backbone_of, compare_state_dicts, first_non_finite,
-                            read_weights_file, strip_prefixes)
 
 if TYPE_CHECKING:
     import onnx
@@ -46,40 +44,6 @@ OPSET = 17
 #: Largest accepted ``max |onnx - torch|`` as a fraction of the PyTorch logit range.
 TOLERANCE = 1e-4
 ONNXRUNTIME_INSTALL = "pip install onnx onnxruntime (or pip install -r requirements-extra.txt)"
-
-
-# ----------------------------------------------------------------------------- checkpoint
-
-
-def load_fsnet(path: PathLike) -> FSNet:
-    """FSNet (eval mode, CPU) from a bare state_dict or a ``{"model": state_dict}`` checkpoint.
-
-    Read with :func:`lib.state_dict.read_weights_file`; raises ``FileNotFoundError`` /
-    ``ValueError`` (:mod:`lib.hub`'s weights errors) naming the file; refuses non-finite weights.
-    """
-    fix = "pass an FSNet state_dict or training checkpoint"
-    try:
-        state = read_weights_file(path)
-    except WeightsNotFoundError as error:
-        raise WeightsNotFoundError(error.what, "pass --model_path to an FSNet checkpoint "
-                                   "(python -m utils.weights fsnet says where to get the release)")
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightsCorruptError(f"{path} holds no state_dict", fix)
-    state = strip_prefixes(state)
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise WeightsCorruptError(f"{path} holds non-finite weights, first {bad}",
-                                  "use an earlier checkpoint of the run")
-    backbone = backbone_of(state)
-    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-        model = FSNet(backbone or "resnet50", state[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state else 32)
-    diff = compare_state_dicts(model.state_dict(), state)
-    if backbone is None or diff:
-        raise WeightsCorruptError(f"{path} is not an FSNet checkpoint ({diff.describe()})", fix)
-    model.load_state_dict(as_float32(state), assign=True)
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------- export
@@ -301,7 +265,7 @@ def export(model_path: PathLike, out: PathLike, testsize: int = 352,
     if out.resolve() == Path(model_path).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself — choose another file name")
     require_onnxruntime()  # before the checkpoint is read
-    model = load_fsnet(model_path)
+    model = build_fsnet(model_path)  # whatever variant the file holds
     data = export_bytes(model, testsize, dynamic)
     check = check_export(model, OnnxPredictor(data), (2, 3, testsize, testsize))
     if not check.passed:

@@ -1,7 +1,8 @@
 """Fast inference path: appearance prediction only, BatchNorm folded, channels_last.
 
-At test time only ``pred_s`` is used, so the motion decoder (``output_e``) and the last BPM's
-motion side are not computed, and the never-used ``RGBF_conv3`` is dropped from the copy. Every
+At test time only ``pred_s`` is used, so the motion decoder (``output_e``) and the motion-side
+work ``pred_s`` does not need (the last BPM's motion side) are not computed, and the never-used
+``RGBF_conv3`` is dropped from the copy (``FSNet.unused_at_prediction``; any FSNet variant). Every
 BatchNorm that directly follows a convolution (all of them: the head has no activation between
 conv and BN either) is folded into that convolution.
 
@@ -67,15 +68,14 @@ class _Encoder(nn.Module):
 
 
 class _Head(nn.Module):
-    """Traceable view of DimReduce + BPMs + appearance decoder (logits at 1/4 resolution)."""
+    """Traceable view of DimReduce + BPMs + the ``pred_s`` decoder (logits at 1/4 resolution)."""
 
     def __init__(self, net: FSNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, merged: tuple[Tensor, ...], motion: tuple[Tensor, ...]) -> Tensor:
-        s, _ = self.net.refine(merged, motion, with_motion=False)
-        return self.net.output_s(s)
+        return self.net.main_logits(*self.net.refine(merged, motion, with_motion=False))
 
 
 def _trace(module: nn.Module, inputs: tuple, mkldnn: bool) -> torch.jit.ScriptModule:
@@ -154,7 +154,8 @@ def build_fast_model(model: FSNet, backend: str = "auto", inplace: bool = False)
     the weights; ``model`` must not be used afterwards).
     """
     net = (model if inplace else copy.deepcopy(model)).eval()
-    del net.output_e, net.RGBF_conv3
+    for name in net.unused_at_prediction():
+        delattr(net, name)
     fold_batchnorm(net)
     net.requires_grad_(False)
     net.to(memory_format=torch.channels_last)

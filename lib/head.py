@@ -90,17 +90,26 @@ class BPM(nn.Module):
 
     Appearance side: ``s_i + conv_f{i+1}(cat(s_i, e_i, resized coarser e_j))``.
     Motion side: ``e_i + conv_f{i+5}(e_i * s_i * prod(resized coarser s_j))``.
-    Both sides read the *input* features of this unit.
+    Both sides read the *input* features of this unit. A simplex unit (``appearance=False`` or
+    ``motion=False``) has no weights for the side it leaves out, and that side passes through
+    :meth:`forward` unchanged; the kept side's modules keep their names (``conv7..12`` and
+    ``conv_f5..8`` are the motion side's).
     """
 
-    def __init__(self, channel: int) -> None:
+    def __init__(self, channel: int, appearance: bool = True, motion: bool = True) -> None:
         super().__init__()
-        for index in range(1, 2 * len(_LEVEL_PAIRS) + 1):
-            setattr(self, f"conv{index}", ResizeConv(channel))
+        self.updates_appearance, self.updates_motion = appearance, motion
+        pairs = len(_LEVEL_PAIRS)
+        for side, kept in enumerate((appearance, motion)):
+            for index in range(side * pairs + 1, (side + 1) * pairs + 1):
+                if kept:
+                    setattr(self, f"conv{index}", ResizeConv(channel))
         for level in range(4):
-            setattr(self, f"conv_f{level + 1}", _two_convs((5 - level) * channel, channel))
+            if appearance:
+                setattr(self, f"conv_f{level + 1}", _two_convs((5 - level) * channel, channel))
         for level in range(4):
-            setattr(self, f"conv_f{level + 5}", _two_convs(channel, channel))
+            if motion:
+                setattr(self, f"conv_f{level + 5}", _two_convs(channel, channel))
 
     def _resize_unit(self, side: int, pair_index: int) -> ResizeConv:
         return getattr(self, f"conv{side * len(_LEVEL_PAIRS) + pair_index + 1}")
@@ -124,7 +133,9 @@ class BPM(nn.Module):
     def forward(
         self, s: Sequence[Tensor], e: Sequence[Tensor]
     ) -> tuple[list[Tensor], list[Tensor]]:
-        return self.appearance(s, e), self.motion(s, e)
+        """``(appearance, motion)`` outputs; a side this unit does not update is returned as is."""
+        return (self.appearance(s, e) if self.updates_appearance else list(s),
+                self.motion(s, e) if self.updates_motion else list(e))
 
 
 class PyramidPooling(nn.Module):

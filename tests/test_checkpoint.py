@@ -1,4 +1,5 @@
-"""Checkpoint I/O: prefixed strict load, training dicts, backbone detection, errors, atomic save."""
+"""Checkpoint I/O: prefixed strict load (lib.checkpoint.build_fsnet), training dicts, backbone
+detection, errors, atomic save."""
 from __future__ import annotations
 
 import errno
@@ -10,9 +11,10 @@ import torch
 
 import utils.checkpoint as checkpoint
 from utils.cli import run_guarded
+from lib.checkpoint import build_fsnet, read_checkpoint
 from lib.fsnet import FSNet
-from utils.checkpoint import (build_model_from_checkpoint, detect_backbone, first_non_finite,
-                              load_model_weights, load_state_dict_file, save_checkpoint)
+from lib.state_dict import backbone_of
+from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def test_strict_load_of_module_prefixed_release_format(resnet_model, tmp_path):
     state = {f"module.{k}": v for k, v in resnet_model.state_dict().items()}
     assert len(state) == 2160
     torch.save(state, path)
-    model = build_model_from_checkpoint(path)
+    model = build_fsnet(path)
     assert model.backbone_name == "resnet50" and not model.training
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in resnet_model.state_dict().items())
@@ -43,7 +45,7 @@ def test_half_precision_file_loads_as_float32_with_nothing_left_on_meta(resnet_m
     path = tmp_path / "half.pth"
     torch.save({k: v.half() if v.is_floating_point() else v
                 for k, v in resnet_model.state_dict().items()}, path)
-    model = build_model_from_checkpoint(path)
+    model = build_fsnet(path)
     tensors = list(model.parameters()) + list(model.buffers())
     assert not any(t.is_meta for t in tensors)
     assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
@@ -56,19 +58,18 @@ def test_half_precision_file_loads_as_float32_with_nothing_left_on_meta(resnet_m
 def test_training_dict_and_compile_prefix_are_unwrapped(tmp_path):
     path = tmp_path / "last.pth"
     torch.save({"model": {"module._orig_mod.a.weight": torch.ones(2)}, "epoch": 3}, path)
-    assert list(load_state_dict_file(path)) == ["a.weight"]
+    assert list(read_checkpoint(path).state) == ["a.weight"]
 
 
 def test_detect_backbone_for_both():
-    assert detect_backbone({"resnet.conv1_rgb.weight": torch.zeros(64, 3, 7, 7)}) == "resnet50"
-    assert detect_backbone({"resnet.conv1_rgb.0.weight": torch.zeros(32, 3, 3, 3)}) == "res2net50"
-    with pytest.raises(ValueError, match="Not an FSNet state_dict"):
-        detect_backbone({"conv1.weight": torch.zeros(1)})
+    assert backbone_of({"resnet.conv1_rgb.weight": torch.zeros(64, 3, 7, 7)}) == "resnet50"
+    assert backbone_of({"resnet.conv1_rgb.0.weight": torch.zeros(32, 3, 3, 3)}) == "res2net50"
+    assert backbone_of({"conv1.weight": torch.zeros(1)}) is None
 
 
 def test_detect_backbone_on_real_res2net_model():
     prefixed = {f"module.{k}": v for k, v in FSNet("res2net50").state_dict().items()}
-    assert detect_backbone(checkpoint.strip_prefixes(prefixed)) == "res2net50"
+    assert backbone_of(checkpoint.strip_prefixes(prefixed)) == "res2net50"
 
 
 def test_mismatch_error_lists_keys(resnet_model):
@@ -79,22 +80,22 @@ def test_mismatch_error_lists_keys(resnet_model):
         load_model_weights(resnet_model, state)
     message = str(info.value)
     assert "bpm1.conv1.conv.conv_bn.0.weight" in message and "extra.weight" in message
-    assert "FSNet resnet50 state_dict" in message
+    assert "FSNetConfig(backbone='resnet50'" in message
     missing, unexpected = load_model_weights(resnet_model, state, strict=False)
     assert missing == ["bpm1.conv1.conv.conv_bn.0.weight"] and unexpected == ["extra.weight"]
 
 
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_state_dict_file(tmp_path / "nope.pth")
+        build_fsnet(tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pth"):
-        load_state_dict_file(garbage)
+        build_fsnet(garbage)
     not_state = tmp_path / "list.pth"
     torch.save([1, 2], not_state)
-    with pytest.raises(ValueError, match="not an FSNet state_dict"):
-        load_state_dict_file(not_state)
+    with pytest.raises(ValueError, match="list.pth holds no FSNet state_dict"):
+        build_fsnet(not_state)
 
 
 def test_atomic_save_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -163,6 +164,6 @@ def test_non_finite_tensors_are_found_and_refused_at_load(tmp_path):
     assert first_non_finite({"model": {"a": torch.ones(2)}, "rng": [torch.zeros(3, dtype=torch.uint8)]}) is None
     path = tmp_path / "diverged.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"diverged\.pth holds non-finite values, first "
-                                         r"model\.bn\.running_var"):
-        load_state_dict_file(path)
+    with pytest.raises(ValueError, match=r"diverged\.pth holds non-finite weights, first "
+                                         r"bn\.running_var"):
+        read_checkpoint(path)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.fsnet import FSNet
+from lib.checkpoint import checkpoint_dict
+from lib.fsnet import FSNet, FSNetConfig
 from tests.cli_checks import REPO
 from utils.cli import MissingInputError
 from utils.weights import RELEASE_LINKS, RELEASE_NAME
@@ -74,6 +75,19 @@ def test_random_network_takes_configuration(entry, backbone):
     model = load(entry, channel=16)
     assert isinstance(model, FSNet) and model.training
     assert (model.backbone_name, model.channel) == (backbone, 16)
+
+
+def test_variant_checkpoint_loads_with_its_saved_configuration(tmp_path):
+    torch.manual_seed(0)
+    variant = FSNet(FSNetConfig(backbone="resnet50", channel=16, streams="appearance"))
+    path = tmp_path / "variant.pth"
+    torch.save(checkpoint_dict(variant), path)
+    model = load("fsnet", weights=str(path))
+    assert model.config == variant.config and not model.training
+    with pytest.raises(ValueError, match="streams='both'"):
+        load("fsnet", weights=str(path), streams="both")
+    random = load("fsnet", backbone="resnet50", num_bpm=2, rcam="concat")
+    assert random.config == FSNetConfig(backbone="resnet50", num_bpm=2, rcam="concat")
 
 
 def test_weights_url_downloads_once_then_loads_offline(release_like, hub_cache, tmp_path, monkeypatch):

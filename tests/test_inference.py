@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 import inference
+from lib.checkpoint import build_fsnet
 from lib.fsnet import FSNet
-from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
+from utils.checkpoint import save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
@@ -87,7 +88,7 @@ def official_saliency(prob: np.ndarray) -> np.ndarray:
 
 def direct_probabilities(checkpoint: Path, test_dir: Path) -> dict:
     """(sequence, frame) -> sigmoid of pred_s upsampled to the frame size, from one plain forward."""
-    model = build_model_from_checkpoint(checkpoint)
+    model = build_fsnet(checkpoint)
     dataset = TestDataset(test_dir, TESTSIZE)
     items = [dataset[i] for i in range(len(dataset))]
     with torch.no_grad():

@@ -17,8 +17,8 @@ import torch
 import torch.multiprocessing as mp
 
 import train
-from lib.fsnet import FSNet
-from utils.checkpoint import load_state_dict_file
+from lib.checkpoint import read_checkpoint
+from lib.fsnet import FSNet, FSNetConfig
 from utils.data.dataset import TrainDataset
 from utils.training.distributed import DistEnv
 from utils.training.finetune_init import check_stage_finished, flow_keys_to_copy, init_finetune
@@ -75,9 +75,14 @@ def test_three_stages_chain_and_write_their_outputs(chain: tuple[Path, dict]) ->
         assert any(p.name.startswith("events.") for p in (out / "tensorboard").iterdir())
         assert _train_state(out / "last.pth")["finished"] is True
     assert summaries["finetune"]["epoch_losses"][0]["loss_s"] > 0
-    # The epoch file is the release's format: 'module.' + the 2,160 keys, equal to last.pth.
-    epoch_file = torch.load(run_dir / "finetune" / "FSNet-1epoch.pth", weights_only=True)
-    last = _train_state(run_dir / "finetune" / "last.pth")["model"]
+    # The epoch file holds the release's keys ('module.' + the 2,160 keys, equal to last.pth)
+    # and the architecture; so do last.pth and run.json.
+    saved = torch.load(run_dir / "finetune" / "FSNet-1epoch.pth", weights_only=True)
+    epoch_file, last_pth = saved["model"], _train_state(run_dir / "finetune" / "last.pth")
+    last = last_pth["model"]
+    config = asdict(FSNetConfig(backbone="resnet50"))
+    assert saved["config"] == last_pth["config"] == config
+    assert json.loads((run_dir / "finetune" / "run.json").read_text())["config"] == config
     assert len(epoch_file) == 2160 and all(k.startswith("module.") for k in epoch_file)
     assert all(torch.equal(epoch_file["module." + k], v) for k, v in last.items())
 
@@ -87,7 +92,7 @@ def test_finetune_init_copies_exactly_the_documented_tensors(chain: tuple[Path, 
                                                              flow_bn_stats: str) -> None:
     run_dir, _ = chain
     rgb_path, flow_path = (run_dir / s / "last.pth" for s in STAGES[:2])
-    rgb, flow = load_state_dict_file(rgb_path), load_state_dict_file(flow_path)
+    rgb, flow = read_checkpoint(rgb_path).state, read_checkpoint(flow_path).state
     model = FSNet("resnet50")
     copied = init_finetune(model, rgb_path, flow_path, flow_bn_stats)
     assert copied == flow_keys_to_copy(list(rgb), flow_bn_stats)

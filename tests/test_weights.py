@@ -234,7 +234,7 @@ def test_check_rejects_wrong_files(tmp_path):
     tiny = tmp_path / "other.pth"
     torch.save({f"module.{k}": v for k, v in nn.Linear(2, 2).state_dict().items()}, tiny)
     missing = tmp_path / "absent.pth"
-    for path, fragment in ((text, "Cannot read checkpoint"), (tiny, "Not an FSNet state_dict"),
+    for path, fragment in ((text, "cannot read"), (tiny, "not those of the released FSNet"),
                            (missing, "does not exist")):
         result = run_module("utils.weights", ["fsnet", "--check", str(path)])
         assert_user_error(result.returncode, result.stderr, str(path), fragment)
@@ -242,7 +242,7 @@ def test_check_rejects_wrong_files(tmp_path):
 
 def test_check_rejects_a_non_release_fsnet(tmp_path, monkeypatch):
     model = FSNet(backbone="resnet50", channel=16)
-    monkeypatch.setattr(weights, "build_model_from_checkpoint", lambda path: model)
+    monkeypatch.setattr(weights, "build_fsnet", lambda path: model)
     (tmp_path / "x.pth").write_bytes(b"")
     with pytest.raises(BadInputError, match="not the released model"):
         weights.check_fsnet_file(tmp_path / "x.pth")

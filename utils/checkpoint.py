@@ -1,7 +1,8 @@
-"""FSNet checkpoint I/O: atomic save, guarded load, backbone detection, readable key errors.
+"""Checkpoint I/O for the tools: atomic save, guarded load, readable key errors.
 
-Every tool reads checkpoints through :func:`load_torch_file`, which refuses a file holding a NaN or
-inf tensor (naming the file and the first such tensor); train.py never writes one.
+Training files are read through :func:`load_torch_file`, which refuses a file holding a NaN or
+inf tensor (naming the file and the first such tensor); train.py never writes one. A checkpoint
+becomes a network through :func:`lib.checkpoint.build_fsnet`, the one builder.
 """
 from __future__ import annotations
 
@@ -12,13 +13,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from lib.fsnet import FSNet
 from lib.hub import WeightsCorruptError, WeightsNotFoundError
-from lib.state_dict import (CHANNEL_KEY, RES2NET_STEM, RESNET_STEM, as_float32, backbone_of, compare_state_dicts,
-                            first_non_finite, read_weights_file, strip_prefixes)
+from lib.state_dict import compare_state_dicts, first_non_finite, read_weights_file, strip_prefixes
 from utils.cli import BadInputError, MissingInputError
 from utils.io import PathLike, atomic_path
-
 
 
 class _WriteErrors:
@@ -88,41 +86,6 @@ def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str, mmap:
     return obj
 
 
-def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
-    """Read a bare state_dict or a training checkpoint (``{"model": state_dict, ...}``).
-
-    Loads on CPU with ``weights_only=True`` (tensors, numbers, strings and containers only) and
-    strips ``module.`` / ``_orig_mod.`` prefixes.
-    """
-    obj = load_torch_file(
-        path,
-        missing_fix="The released model goes to snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth: "
-                    "python -m utils.weights fsnet prints where to get it.",
-        unreadable_fix="The file is truncated, not a PyTorch file, or stores Python objects other "
-                       "than tensors/numbers/strings/containers.")
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
-    ):
-        raise BadInputError(
-            f"{path} holds {_describe(obj)}, not an FSNet state_dict or a training checkpoint "
-            "with a 'model' entry."
-        )
-    return strip_prefixes(obj)
-
-
-def detect_backbone(state_dict: Mapping[str, Tensor]) -> str:
-    """Return ``"resnet50"`` or ``"res2net50"`` from the stem keys (``ValueError`` otherwise)."""
-    backbone = backbone_of(state_dict)
-    if backbone is not None:
-        return backbone
-    raise BadInputError(
-        f"Not an FSNet state_dict: neither {RESNET_STEM!r} (ResNet-50) nor {RES2NET_STEM!r} "
-        f"(Res2Net-50) is present; it looks like {_describe(state_dict)}."
-    )
-
-
 def load_model_weights(
     model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False
 ) -> tuple[list[str], list[str]]:
@@ -135,35 +98,10 @@ def load_model_weights(
     state_dict = strip_prefixes(state_dict)
     diff = compare_state_dicts(model.state_dict(), state_dict)
     if diff.mismatched or (strict and diff):
-        try:
-            looks_like = f"an FSNet {detect_backbone(state_dict)} state_dict"
-        except ValueError:
-            looks_like = _describe(state_dict)
         raise BadInputError(
             f"State dict does not fit {type(model).__name__}"
-            f"({getattr(model, 'backbone_name', '?')}): {diff.describe()}. The file looks like "
-            f"{looks_like} with {len(state_dict)} keys."
+            f"({getattr(model, 'config', '?')}): {diff.describe()}. The file holds "
+            f"{_describe(state_dict)}."
         )
     model.load_state_dict(state_dict, strict=strict, assign=assign)
     return diff.missing, diff.unexpected
-
-
-def build_model_from_checkpoint(
-    path: PathLike, map_location: str | torch.device = "cpu"
-) -> FSNet:
-    """Build the FSNet matching the file's backbone and channel width, load it strictly.
-
-    Returns the model in eval mode on ``map_location``, in float32. The network is built on the
-    ``meta`` device and takes the file's tensors as they are: no random initialisation, and no
-    second copy of the weights while loading.
-    """
-    state_dict = load_state_dict_file(path)
-    backbone = detect_backbone(state_dict)
-    channel = state_dict[CHANNEL_KEY].shape[0] if CHANNEL_KEY in state_dict else 32
-    with torch.device("meta"):
-        model = FSNet(backbone=backbone, channel=channel)
-    try:
-        load_model_weights(model, as_float32(state_dict), strict=True, assign=True)
-    except ValueError as error:
-        raise BadInputError(f"{path}: {error}") from error
-    return model.to(map_location).eval()

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from lib.backbones import BACKBONES, find_imagenet_file, load_imagenet_weights
+from lib.checkpoint import build_fsnet
 from lib.fsnet import FSNet
 from lib.state_dict import read_weights_file
 from lib.hub import (OFFLINE_ENV, REPO_ROOT, WeightsError, WeightsNotFoundError, file_name, find_or_download, hub_checkpoints_dir, sha256_of,
                      verify_hash_in_name)
-from utils.checkpoint import build_model_from_checkpoint
 from utils.cli import BadInputError, MissingInputError, UserError, add_debug_argument, make_parser, run_guarded
 
 RELEASE_NAME = "2021-ICCV-FSNet-20epoch-new.pth"
@@ -188,9 +188,11 @@ def load_release(path: Path) -> FSNet:
 
 
 def _build_named(path: Path) -> FSNet:
-    """:func:`utils.checkpoint.build_model_from_checkpoint` with the file named in every message."""
+    """:func:`lib.checkpoint.build_fsnet` (the architecture the file records, or the released one
+    its keys show; loaded strictly) with the file named in every message."""
     try:
-        return build_model_from_checkpoint(path)
+        with user_errors():
+            return build_fsnet(path)
     except BadInputError as error:
         if str(path) in error.what:
             raise

@@ -51,27 +51,33 @@ class ThreeStreamBackbone(nn.Module):
     """Appearance, motion and merge streams of one backbone type (no ``fc``).
 
     Methods are named ``run_*`` because the merge stream's submodules take the plain names
-    (``maxpool``, ``relu``, ...).
+    (``maxpool``, ``relu``, ...). ``streams`` picks a subset of :data:`STREAMS` (single-stream
+    FSNet variants); ``merge_stem=False`` leaves out the merge stream's stem, which FSNet never
+    runs (only the released network keeps it, for its checkpoint format).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, streams: tuple[str, ...] = STREAMS,
+                 merge_stem: bool = True) -> None:
         super().__init__()
         spec = backbone_spec(name)
         self._stem_fold_pairs = spec.STEM_FOLD_PAIRS
-        for stream in STREAMS:
-            conv1, bn1 = spec.make_stem()
-            setattr(self, f"conv1{stream}", conv1)
-            setattr(self, f"bn1{stream}", bn1)
+        self.streams = tuple(stream for stream in STREAMS if stream in streams)
+        self._stems = tuple(s for s in self.streams if s or merge_stem)
+        for stream in self.streams:
+            if stream in self._stems:
+                conv1, bn1 = spec.make_stem()
+                setattr(self, f"conv1{stream}", conv1)
+                setattr(self, f"bn1{stream}", bn1)
             setattr(self, f"relu{stream}", nn.ReLU(inplace=True))
             setattr(self, f"maxpool{stream}", nn.MaxPool2d(3, stride=2, padding=1))
             for index, layer in enumerate(make_layers(spec), start=1):
                 setattr(self, f"layer{index}{stream}", layer)
 
     def fold_pairs(self) -> list[tuple[str, str]]:
-        """(conv, BatchNorm) pairs of the three stems (the blocks list their own)."""
+        """(conv, BatchNorm) pairs of the stems (the blocks list their own)."""
         return [
             (conv.format(s=stream), bn.format(s=stream))
-            for stream in STREAMS
+            for stream in self._stems
             for conv, bn in self._stem_fold_pairs
         ]
 
@@ -89,5 +95,6 @@ class ThreeStreamBackbone(nn.Module):
         return getattr(self, f"layer{index}{stream}")(x)
 
     def unused_stem(self) -> list[nn.Module]:
-        """The merge stream's own stem, which FSNet never runs (it starts from fused features)."""
-        return [self.get_submodule("conv1"), self.get_submodule("bn1")]
+        """The merge stream's own stem, which FSNet never runs (it starts from fused features);
+        empty when it was left out."""
+        return [self.get_submodule("conv1"), self.get_submodule("bn1")] if "" in self._stems else []

@@ -29,13 +29,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from utils.checkpoint import build_model_from_checkpoint
+from lib.checkpoint import build_fsnet
 from utils.cli import BadInputError, MissingInputError, UserError, progress
 from utils.data.dataset import TestDataset
 from utils.data.images import read_rgb
 from utils.device import AMP_DTYPES, torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability
 from utils.io import save_image
+from utils.weights import user_errors
 
 #: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
@@ -114,18 +115,16 @@ def require_checkpoint(model_path: str) -> Path:
 
 def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
                    backend: str = "plain", testsize: int = 352) -> Tuple[Predictor, str]:
-    """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
+    """Build the FSNet variant a checkpoint holds (:func:`lib.checkpoint.build_fsnet`) and wrap it
+    for inference.
 
     ``backbone`` other than ``auto`` must match the checkpoint's. ``backend`` is a concrete one
     (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``. A checkpoint
     with NaN/inf weights is refused. Returns ``(predictor, backbone_name)``.
     """
     path = require_checkpoint(model_path)
-    try:
-        model = build_model_from_checkpoint(str(path), map_location="cpu").eval()
-    except ValueError as error:
-        message = str(error) if str(path) in str(error) else f"{path}: {error}"
-        raise BadInputError(f"{message} Pass --model_path to an FSNet checkpoint.") from error
+    with user_errors():  # each error names the file and the fix
+        model = build_fsnet(path)  # whatever FSNet variant the file holds
     if backbone not in ("auto", model.backbone_name):
         raise BadInputError(
             f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "

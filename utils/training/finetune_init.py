@@ -14,16 +14,23 @@ fixed, docs/deviations.md D20):
 The flow stream's BN running statistics (``running_mean``/``running_var``) are, officially, kept
 from the rgb stage, where that stream was fed RGB images (docs/deviations.md D21). ``flow_bn_stats="flow"`` takes
 them from the flow stage instead, consistent with the flow-stage weights.
+
+A single-stream variant has one pretraining stage (:data:`PRETRAIN_STAGES`): finetune starts from
+that stage's weights as they are. Each stage checkpoint must hold the run's architecture
+(:class:`lib.fsnet.FSNetConfig`, read by :mod:`lib.checkpoint`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from lib.checkpoint import read_checkpoint
+from lib.fsnet import FSNet, FSNetConfig
 from utils.cli import BadInputError, MissingInputError
-from utils.checkpoint import detect_backbone, load_model_weights, load_state_dict_file
+from utils.checkpoint import load_model_weights
 from utils.training.state import peek_state
+from utils.weights import user_errors
 
 #: Key prefixes of the motion stream's backbone (ResNet-50 and Res2Net-50 alike).
 FLOW_BACKBONE_PREFIXES = tuple(
@@ -31,6 +38,9 @@ FLOW_BACKBONE_PREFIXES = tuple(
 )
 RUNNING_STATS = ("running_mean", "running_var")
 FLOW_BN_STATS_CHOICES = ("rgb", "flow")
+#: The pretraining stages of each ``FSNetConfig.streams`` value (finetune follows them).
+PRETRAIN_STAGES = {"both": ("pretrain_rgb", "pretrain_flow"), "appearance": ("pretrain_rgb",),
+                   "motion": ("pretrain_flow",)}
 
 
 def flow_keys_to_copy(keys: list[str], flow_bn_stats: str = "rgb") -> list[str]:
@@ -74,17 +84,18 @@ def require_stage_file(path: Path, stage: str) -> None:
         )
 
 
-def load_stage_state(path: Path, stage: str, backbone: str) -> dict[str, Tensor]:
-    """Read a stage checkpoint; clear errors if it is missing or from another backbone."""
+def load_stage_state(path: Path, stage: str, config: FSNetConfig) -> dict[str, Tensor]:
+    """Read a stage checkpoint; clear errors if it is missing or holds another architecture."""
     require_stage_file(path, stage)
-    state = load_state_dict_file(path)
-    found = detect_backbone(state)
-    if found != backbone:
+    with user_errors():
+        checkpoint = read_checkpoint(path)
+        found = checkpoint.config()
+    if found != config:
         raise BadInputError(
-            f"{path} ({stage}) holds a {found} FSNet but this run uses --backbone {backbone}. "
-            f"Use --backbone {found}, or train the {stage} stage with --backbone {backbone}."
-        )
-    return state
+            f"{path} ({stage}) holds the FSNet variant {found!r} but this run trains {config!r}",
+            f"train the {stage} stage with the same --backbone/--variant/--num_bpm/--rcam/--bpm/"
+            f"--streams, or point --{stage.split('_')[1]}_ckpt at a checkpoint of this variant")
+    return checkpoint.state
 
 
 def check_stage_finished(path: Path, stage: str) -> None:
@@ -99,12 +110,20 @@ def check_stage_finished(path: Path, stage: str) -> None:
         )
 
 
-def init_finetune(
-    model: nn.Module, rgb_ckpt: Path, flow_ckpt: Path, flow_bn_stats: str = "rgb"
-) -> list[str]:
-    """Load the stage-3 initialisation into ``model`` (strict); return the keys taken from flow."""
-    backbone = model.backbone_name
-    rgb_state = load_stage_state(rgb_ckpt, "pretrain_rgb", backbone)
-    flow_state = load_stage_state(flow_ckpt, "pretrain_flow", backbone)
+def init_finetune(model: FSNet, rgb_ckpt: Path | None, flow_ckpt: Path | None,
+                  flow_bn_stats: str = "rgb") -> list[str]:
+    """Load the stage-3 initialisation into ``model`` (strict); return the keys taken from the
+    flow stage. A single-stream variant loads its one stage's checkpoint as it is (the other
+    path is ignored and may be ``None``)."""
+    config = model.config
+    if config.streams == "appearance":
+        load_model_weights(model, load_stage_state(rgb_ckpt, "pretrain_rgb", config))
+        return []
+    if config.streams == "motion":
+        flow_state = load_stage_state(flow_ckpt, "pretrain_flow", config)
+        load_model_weights(model, flow_state)
+        return list(flow_state)
+    rgb_state = load_stage_state(rgb_ckpt, "pretrain_rgb", config)
+    flow_state = load_stage_state(flow_ckpt, "pretrain_flow", config)
     load_model_weights(model, finetune_state_dict(rgb_state, flow_state, flow_bn_stats))
     return flow_keys_to_copy(list(rgb_state), flow_bn_stats)
