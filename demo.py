@@ -28,8 +28,8 @@ from eval.sod.report import format_table, schema, write_json
 from lib.checkpoint import checkpoint_dict
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
-from utils.cli import MissingInputError, make_parser, run_guarded
-from utils.data.toy import make_toy_dataset
+from utils.cli import MissingInputError, add_device_argument, make_parser, run_guarded
+from utils.data.synthetic import make_toy_dataset
 from utils.device import resolve_device
 from utils.inference.overlay import write_overlay_gif
 from utils.io import write_text
@@ -110,11 +110,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true",
                         help="delete this demo's data, checkpoints and results first")
     parser.add_argument("--workdir", default=".", help="root for dataset/, snapshot/, result/")
-    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"))
+    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"),
+                        help="backbone network")
     parser.add_argument("--imagenet", default=None, metavar="PATH",
                         help="ImageNet backbone file; default: random initialisation")
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0)
+    add_device_argument(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the toy data, init and data order")
     return parser
 
 

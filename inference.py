@@ -33,22 +33,23 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from utils.cli import (BadInputError, MissingInputError, OutputExistsError, UserError, make_parser,
-                       run_guarded)
+from utils.cli import (BadInputError, ListAction, MissingInputError, OutputExistsError, UserError,
+                       add_device_argument, make_parser, run_guarded)
 from utils.data.dataset import TestDataset
 from utils.data.images import list_images
 from utils.data.verify import verify_samples
-from utils.device import resolve_device
-from utils.flow.generate import METHODS as FLOW_METHODS
-from utils.flow.generate import RAFT_MODELS, extract_frames, generate_flow
+from utils.device import AMP_DTYPES, add_amp_argument, resolve_device
+from utils.flow.generate import extract_frames, generate_flow
+from utils.flow.options import add_flow_arguments
 from utils.inference.overlay import write_overlay_gif
 from utils.inference.postprocess import MODES
-from utils.inference.predict import (AMP_DTYPES, BACKENDS, PredictionStats, PredictOptions,
+from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions,
                                      check_no_empty_sequence, load_predictor, output_path,
                                      predict_dataset, require_checkpoint, resolve_backend,
                                      resolve_batchsize)
 from utils.io import save_json
 from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
+from utils.weights import add_offline_argument, set_offline
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
                     "DAVSOD-Easy-35", "DAVSOD-Normal-25", "DAVSOD-Difficult-20")
@@ -83,6 +84,7 @@ class InferenceConfig:
     flow_method: str = "dis"
     raft_weights: Optional[str] = None
     raft_model: str = "raft_large"
+    offline: bool = False
     show_progress: bool = True
 
 
@@ -128,7 +130,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="expected backbone; auto = detected from the checkpoint")
     parser.add_argument("--dataset_path", default=defaults.dataset_path,
                         help="folder holding <Dataset>/<seq>/{Frame,<flow_folder>}")
-    parser.add_argument("--datasets", nargs="+", default=None,
+    parser.add_argument("--datasets", action=ListAction, default=None,
                         help="datasets to run (default: the official list, those present, then any "
                              "other dataset folder found under --dataset_path)")
     parser.add_argument("--test_save", default=defaults.test_save, help="output root")
@@ -136,7 +138,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="network input size (multiple of 32)")
     parser.add_argument("--batchsize", default=defaults.batchsize,
                         help="frames per forward pass; auto = 1 on the CPU, 32 on CUDA")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser, defaults.device)
     parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
                         help="plain: the unmodified FSNet forward; eager/jit: BN-folded appearance "
                              "network op by op / TorchScript; onnx: it in ONNX Runtime (CPU, "
@@ -144,10 +146,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "CPU; eager on CUDA or with --amp")
     parser.add_argument("--no_fast", dest="backend", action="store_const", const="plain",
                         help="alias of --backend plain")
-    parser.add_argument("--amp", nargs="?", const="bf16", choices=tuple(AMP_DTYPES),
-                        default=defaults.amp,
-                        help="autocast precision of the forward pass (bare --amp = bf16)")
-    parser.add_argument("--workers", "--num_workers", dest="workers", default=defaults.workers,
+    add_amp_argument(parser, defaults.amp, "autocast precision of the forward pass")
+    parser.add_argument("--workers", default=defaults.workers,
                         help="DataLoader worker processes (0 = load in the main process); "
                              "auto = 1 on the CPU, min(8, cores) on CUDA")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode,
@@ -165,12 +165,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "(other checkpoint, inputs, mode, size, threshold or CRF)")
     parser.add_argument("--video", default=None,
                         help="a video file or a folder of frames: flow, masks and an overlay GIF")
-    parser.add_argument("--flow_method", choices=FLOW_METHODS, default=defaults.flow_method,
-                        help="--video: flow method")
-    parser.add_argument("--raft_weights", default=None, help="--video with --flow_method raft: weights")
-    parser.add_argument("--raft_model", choices=RAFT_MODELS, default=defaults.raft_model,
-                        help="--video with --flow_method raft: which torchvision RAFT the weights are for")
+    add_flow_arguments(parser, when="--video")
+    add_offline_argument(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.accept_old_spellings({"--num_workers": "--workers"})
     return parser
 
 
@@ -391,6 +389,7 @@ def predict(config: InferenceConfig) -> InferenceResult:
     stops at once) and the checkpoint (NaN/inf weights are refused).
     """
     _check_config(config)
+    set_offline(config.offline)
     device = resolve_device(config.device)
     backend = resolve_backend(config.backend, device, config.amp)
     batchsize = resolve_batchsize(config.batchsize, device)

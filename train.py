@@ -42,9 +42,10 @@ from lib.backbones.imagenet import find_imagenet_file
 from lib.checkpoint import CONFIG_KEY, Checkpoint, checkpoint_dict
 from lib.fsnet import BPM_CHOICES, RCAM_CHOICES, STREAM_CHOICES, FSNet, FSNetConfig
 from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
-from utils.cli import BadInputError, UserError, make_parser, progress, run_guarded
+from utils.cli import BadInputError, UserError, add_device_argument, make_parser, progress, run_guarded
 from utils.data.dataset import GT_MODES, TRAIN_TYPES, TrainDataset
 from utils.data.verify import verify_samples
+from utils.device import AMP_DTYPES, add_amp_argument
 from utils.io import save_json
 from utils.safety import check_outputs_apart, output_lock
 from utils.training import distributed
@@ -62,8 +63,6 @@ from utils.weights import NO_IMAGENET_HINT, add_offline_argument, imagenet_init,
 
 #: TrainConfig fields that set the architecture besides --backbone; --variant sets them all.
 ARCH_FIELDS = ("num_bpm", "rcam", "bpm", "streams")
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -706,7 +705,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="finetune: flow-stream BN running stats from the rgb stage (official) "
                             "or from the flow stage")
     data = p.add_argument_group("data")
-    data.add_argument("--data_root", "--dataset_path", dest="data_root", default=d.data_root,
+    data.add_argument("--data_root", default=d.data_root,
                       help="folder holding TrainSet_StaticAndVideo/ and TrainSet_Video/")
     data.add_argument("--max_samples", type=int, default=d.max_samples,
                       help="train on N evenly spaced samples (demo/tests)")
@@ -716,7 +715,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="skip files without a partner in the other folders instead of failing")
     data.add_argument("--hflip", action="store_true",
                       help="random horizontal flips (not in the paper's recipe)")
-    data.add_argument("--workers", "--num_workers", dest="workers", type=int, default=d.workers,
+    data.add_argument("--workers", type=int, default=d.workers,
                       help="data loader worker processes per rank")
     out = p.add_argument_group("output and resume")
     out.add_argument("--save_path", default=d.save_path, help="root of the run folders")
@@ -735,15 +734,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "--lr and --amp may change (logged in run.json)")
     out.add_argument("--overwrite", action="store_true", help="start afresh over an existing run")
     hardware = p.add_argument_group("hardware")
-    hardware.add_argument("--device", default=d.device,
-                          help="auto (CUDA if available), cpu, cuda or cuda:N")
-    hardware.add_argument("--amp", default=d.amp, choices=tuple(AMP_DTYPES),
-                          help="autocast precision (fp16 needs CUDA)")
+    add_device_argument(hardware, d.device)
+    add_amp_argument(hardware, d.amp)
     hardware.add_argument("--channels_last", action="store_true", help="NHWC model and inputs")
     hardware.add_argument("--sync_bn", action="store_true",
                           help="SyncBatchNorm across GPUs (CUDA only)")
     hardware.add_argument("--freeze_bn", action="store_true",
                           help="BN layers in eval mode: fixed running stats, no batch statistics")
+    p.accept_old_spellings({"--dataset_path": "--data_root", "--num_workers": "--workers"})
     return p
 
 

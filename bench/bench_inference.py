@@ -7,8 +7,8 @@
 Real frames when ``../shared/real/DAVIS2016-sample`` (relative to the repository root) is present:
 the sequence's 854x480 JPEGs are linked into a temporary test set and their DIS flow is made with
 ``utils.flow.generate`` (last frame by backward flow, so every frame is predicted). Otherwise
-the toy test set (``utils.data.toy``). The checkpoint holds random weights
-(``lib.verify.randomize_weights``).
+the toy test set (``utils.data.synthetic``). The checkpoint holds random weights
+(``tests.random_weights.randomize_weights``).
 
 Each configuration runs ``inference.predict`` in its own child process (so its peak resident
 memory, read with ``os.wait4``, is its own), alternating ``plain, default, plain, default, ...``
@@ -64,7 +64,7 @@ def make_testset(root: Path, sequence: str, toy: bool) -> tuple[Path, str]:
     from utils.flow.generate import generate_flow
     source = REAL_DAVIS / sequence
     if toy or not source.is_dir():
-        from utils.data.toy import ToyConfig, make_toy_dataset
+        from utils.data.synthetic import ToyConfig, make_toy_dataset
         config = ToyConfig(train_sequences=1, train_frames=2, test_sequences=4, test_frames=10,
                            static_images=1)
         return make_toy_dataset(root / "Toy", config=config, workers=1) / "TestSet", "toy frames"
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     args = get_args_parser().parse_args(argv)
     from lib.fsnet import FSNet
-    from lib.verify import randomize_weights
+    from tests.random_weights import randomize_weights
     from utils.checkpoint import save_checkpoint
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp_path = Path(tmp)

@@ -9,7 +9,7 @@ installed), interleaved round-robin (fair ratios on a shared machine), and each 
 (which includes the TorchScript trace; the ONNX export is timed separately). ``default`` is the
 backend ``--backend auto`` picks. With several ``--threads`` values every setting is measured in
 turn. On CUDA it also reports bf16/fp16 autocast latency and batch-32 throughput. Weights are
-random (``lib.verify.randomize_weights``); the script prints each path's max abs difference from
+random (``tests.random_weights.randomize_weights``); the script prints each path's max abs difference from
 the plain forward.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lib.backbones import BACKBONES
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet
-from lib.verify import randomize_weights
+from tests.random_weights import randomize_weights
 from utils.inference.predict import onnxruntime_available, resolve_backend
 
 

@@ -42,7 +42,7 @@ from lib.backbones import BACKBONES
 from lib.fsnet import FSNet
 from utils.cli import BadInputError, make_parser, run_guarded
 from utils.data.dataset import TrainDataset
-from utils.data.toy import ToyConfig, make_toy_dataset
+from utils.data.synthetic import ToyConfig, make_toy_dataset
 from utils.device import resolve_device, torch_threads
 
 #: The toy set the steps read: 6 sequences x 8 frames -> 42 finetune samples (last frames lack flow).

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from utils.cli import make_parser, run_guarded
+from utils.cli import ListAction, make_parser, run_guarded
 from eval.common import check_report_files, write_report
 from eval.davis.io import GT_LAYOUTS, DavisInputError, gt_sequences, plan_sequences, pred_sequences
 from eval.davis.report import sequence_tables, summary_table, to_csv, to_json
@@ -130,12 +130,16 @@ def run(config: Davis16Config) -> Davis16Result:
 
 
 def _threshold(text: str) -> float | None:
-    """--threshold value: None for 'matlab', else a fraction in [0, 1)."""
+    """--binarize value: None for 'matlab', else a fraction in [0, 1)."""
     if text == "matlab":
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError("--threshold must be 'matlab' or a fraction in [0, 1)")
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'matlab' nor a fraction in [0, 1) — "
+                                         "give --binarize matlab or e.g. --binarize 0.5")
     return value
 
 
@@ -148,17 +152,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt_layout", default="auto", choices=GT_LAYOUTS,
                         help="GT layout (auto: detected from the folder)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--seqs", type=lambda s: [x for x in s.split(",") if x],
-                       help="comma-separated sequences (default: every folder under --pred)")
+    group.add_argument("--seqs", action=ListAction,
+                       help="sequences to score (default: every folder under --pred)")
     group.add_argument("--set", dest="subset", choices=sorted(SETS),
                        help="an official DAVIS-2016 subset (val: the 20 sequences)")
-    parser.add_argument("--metrics", default="J,F,T", type=lambda s: tuple(s.split(",")),
-                        help="subset of J,F,T")
-    parser.add_argument("--threshold", default="matlab", type=_threshold,
+    parser.add_argument("--metrics", action=ListAction, default=["J", "F", "T"],
+                        help="measures to compute, any of J F T")
+    parser.add_argument("--binarize", dest="threshold", default="matlab", type=_threshold, metavar="matlab|T",
                         help="non-binary predictions: 'matlab' (value > round(max/2)) "
                         "or a fraction t of the largest value (value > t*255 for 8-bit PNGs); binary PNGs "
                         "are always > 0")
-    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1,
                         help="processes, at least 1")
     parser.add_argument("--allow_missing", action="store_true",
                         help="score missing prediction frames as empty masks (listed)")
@@ -168,12 +172,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the full report (per frame) as JSON")
     parser.add_argument("--csv", type=Path, help="write per-sequence statistics as CSV")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.accept_old_spellings({"--threshold": "--binarize", "--num_workers": "--workers"})
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Davis16Config:
     """The typed configuration of parsed command-line options."""
-    return Davis16Config(args.pred, args.gt, args.seqs, args.subset, args.metrics, args.threshold,
+    return Davis16Config(args.pred, args.gt, args.seqs, args.subset, tuple(args.metrics), args.threshold,
                          args.workers, args.gt_layout, args.allow_missing, args.t_all,
                          not args.no_progress, args.json, args.csv)
 

@@ -28,8 +28,8 @@ from eval.sod.aggregate import DatasetScores, aggregate_dataset, aggregate_seque
 from eval.sod.images import NOTE_TEXT, Note, VSODInputError, supported_mode
 from eval.sod.report import format_table, schema, write_csv, write_json
 from eval.sod.runner import run_sequences
-from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequenceJob, plan_dataset, resolve_datasets
-from utils.cli import make_parser, progress as progress_bar, run_guarded
+from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequencePlan, plan_dataset, resolve_datasets
+from utils.cli import ListAction, make_parser, progress as progress_bar, run_guarded
 from utils.data.images import check_images
 from utils.safety import check_outputs_apart, check_writable
 
@@ -50,7 +50,7 @@ def _note_messages(notes: list[Note]) -> list[str]:
     return messages
 
 
-def check_files(jobs: Sequence[SequenceJob]) -> None:
+def check_files(jobs: Sequence[SequencePlan]) -> None:
     """Read the header of every evaluated GT and prediction file (thread pool); all unreadable,
     truncated or undecodable (image mode) files are reported in one :class:`VSODInputError`."""
     roles = {job.gt_dir / name: "gt" for job in jobs for name in job.frames}
@@ -173,8 +173,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="prediction root: <pred>/<Dataset>/<seq>/<frame>.png")
     parser.add_argument("--gt", required=True, type=Path,
                         help="GT root: <gt>/<Dataset>/<seq>/GT/<frame>.png (or <seq>/<frame>.png)")
-    parser.add_argument("--datasets", nargs="+", help="datasets to evaluate (default: every folder under --pred)")
-    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+    parser.add_argument("--datasets", action=ListAction, help="datasets to evaluate (default: every folder under --pred)")
+    parser.add_argument("--workers", type=int, default=1,
                         help="processes, parallel across sequences, at least 1")
     parser.add_argument("--json", type=Path, help="write {'datasets': {name: {...}}} here")
     parser.add_argument("--csv", type=Path, help="write one row per dataset here")
@@ -187,6 +187,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="fail instead of warning on RGB, 16-bit, palette, transparent or differently sized inputs")
     parser.add_argument("--digits", type=int, default=3, help="decimals in the printed table")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.accept_old_spellings({"--num_workers": "--workers"})
     return parser
 
 

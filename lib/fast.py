@@ -29,7 +29,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from lib.fsnet import FSNet, check_inputs
 from lib.head import resize
 
-BACKENDS = ("auto", "eager", "jit")
+FAST_BACKENDS = ("auto", "eager", "jit")
 
 
 def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -108,8 +108,8 @@ class FastFSNet(nn.Module):
 
     def __init__(self, net: FSNet, backend: str = "auto") -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"Unknown fast-path backend {backend!r}; choose one of {BACKENDS}")
+        if backend not in FAST_BACKENDS:
+            raise ValueError(f"Unknown fast-path backend {backend!r}; choose one of {FAST_BACKENDS}")
         self.net = net
         self.backend = backend
         self.backbone_name = net.backbone_name

@@ -1,5 +1,5 @@
 """Bad input to ``inference.py``: one ``error:`` line, exit status 2, no traceback, and every input
-file byte-identical afterwards (issue "Dependable tools").
+file byte-identical afterwards.
 
 A tiny test set (one sequence, two 64x64 frames, one flow) is written directly; most cases stop
 before the model is loaded, so their checkpoint is a placeholder file. The two checkpoint cases use

@@ -27,7 +27,7 @@ import train
 import utils.checkpoint as checkpoint
 from tests.cli_checks import REPO, assert_user_error, checksums, run_module
 from tests.test_checkpoint import FullDisk
-from utils.data.toy import make_toy_dataset
+from utils.data.synthetic import make_toy_dataset
 from utils.safety import LOCK_NAME
 
 IMAGES = Path("TrainSet_StaticAndVideo") / "Imgs"

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision import transforms
 
 from utils.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDataset, read_mask
-from utils.data.davis_import import import_davis
+from utils.data.davis_layout import import_davis
 from utils.flow.color import flow_from_color, flow_to_color
 from utils.data.images import check_images, image_header, read_mask_official
 from utils.data.verify import verify_samples

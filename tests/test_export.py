@@ -18,7 +18,7 @@ from PIL import Image
 import inference
 from lib import export
 from lib.fsnet import FSNet
-from lib.verify import randomize_weights
+from tests.random_weights import randomize_weights
 from tests.cli_checks import assert_user_error, checksums
 from utils.checkpoint import save_checkpoint
 

@@ -23,7 +23,7 @@ from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
-from utils.data.toy import ToyConfig, make_toy_dataset
+from utils.data.synthetic import ToyConfig, make_toy_dataset
 
 TESTSIZE = 64
 HAS_CRF = importlib.util.find_spec("pydensecrf") is not None

@@ -14,7 +14,7 @@ import lib.backbones.imagenet as imagenet
 from lib.backbones import BACKBONES, load_imagenet_weights, resnet
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet
-from lib.verify import randomize_weights
+from tests.random_weights import randomize_weights
 
 TSV = Path(__file__).parent / "fixtures" / "fsnet_resnet50_state_dict.tsv"
 FROZEN_PREFIXES = ("resnet.conv1.", "resnet.bn1.", "RGBF_conv3.")

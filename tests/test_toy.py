@@ -9,7 +9,7 @@ import pytest
 
 from utils.data.dataset import TestDataset, TrainDataset, read_mask
 from utils.data.images import read_rgb
-from utils.data.toy import QUICK, make_toy_dataset
+from utils.data.synthetic import QUICK, make_toy_dataset
 from utils.toy import main
 
 

@@ -22,7 +22,7 @@ from lib.fsnet import FSNet, FSNetConfig
 from utils.data.dataset import TrainDataset
 from utils.training.distributed import DistEnv
 from utils.training.finetune_init import check_stage_finished, flow_keys_to_copy, init_finetune
-from utils.data.toy import make_toy_dataset
+from utils.data.synthetic import make_toy_dataset
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
 

@@ -18,7 +18,7 @@ from lib.fsnet import FSNet
 from tests.cli_checks import REPO, assert_user_error, checksums, run_module
 from utils import weights
 from utils.cli import BadInputError, MissingInputError
-from utils.flow.generate import load_raft
+from utils.weights import load_raft
 
 FIXTURE_TSV = REPO / "tests" / "fixtures" / "fsnet_resnet50_state_dict.tsv"
 

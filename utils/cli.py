@@ -8,16 +8,26 @@ expected user errors into one line on stderr::
 
 and exit status 2, with no traceback (unless ``--debug`` or ``FSNET_DEBUG=1``). Expected errors
 are :class:`UserError` (and its subclasses in ``eval/``), a full disk, a read-only file system, a
-permission problem and Ctrl-C. Anything else is a bug and keeps its traceback.
+permission problem and Ctrl-C. Anything else is a bug and keeps its traceback. A mistake on the
+command line itself (unknown option, invalid choice or number) is the same kind of line, from
+:class:`ArgumentParser`, with the usage text under ``--help`` only.
+
+Flags mean the same in every tool: ``--device`` (``auto`` by default), ``--workers``, ``--amp``
+(bare: bf16), ``--offline``, ``--flow_method``/``--raft_model``/``--raft_weights``,
+``--skip_existing``, ``--overwrite``, ``--no_progress``, ``--debug``; ``--data_root`` is the folder
+holding ``TrainSet_*/`` and ``TestSet/``; list options take values separated by spaces or commas.
+Older spellings stay accepted (:meth:`ArgumentParser.accept_old_spellings`).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
+import re
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional, TextIO
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Optional, Sequence, TextIO
 
 from tqdm import tqdm
 
@@ -99,18 +109,126 @@ def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:
     return result if isinstance(result, int) else 0
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that keeps the description's line breaks, shows each default once (none for flags,
+    required options or ``None``, and none where the help text already speaks of its default) and
+    lists an option under its current spellings only (older ones go to the epilog)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.required or not action.option_strings or action.default in (None, False)
+                or action.default is argparse.SUPPRESS or re.search(r"\bdefault\b", text, re.I)):
+            return text
+        if isinstance(action.default, (list, tuple)):  # as typed on the command line
+            return text + f" (default: {' '.join(map(str, action.default))})".replace("%", "%%")
+        return text + " (default: %(default)s)"
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        old = getattr(action, "old_spellings", ())
+        if not old:
+            return super()._format_action_invocation(action)
+        current = [name for name in action.option_strings if name not in old]
+        shown = argparse.Action(current, action.dest, nargs=action.nargs, metavar=action.metavar)
+        return super()._format_action_invocation(shown)
 
 
-def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser named as the tool is called (e.g. ``python -m utils.flow``), showing
-    defaults, with the shared ``--debug`` flag."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=_HelpFormatter)
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the full traceback of errors (or set {DEBUG_ENV}=1)")
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every tool: :class:`HelpFormatter`, older flag spellings kept as hidden
+    aliases, and argparse's own errors (unknown option, invalid choice or number, missing value)
+    as one ``error: <what> — <fix>`` line with exit status 2; the usage text only under ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def accept_old_spellings(self, spellings: Mapping[str, str]) -> None:
+        """Accept each ``old`` flag of ``{old: current}`` as the ``current`` one (published commands
+        keep working); ``--help`` lists the options under their current names and the old
+        spellings once, in its last lines."""
+        for old, current in spellings.items():
+            action = self._option_string_actions[current]
+            action.option_strings.append(old)
+            action.old_spellings = (*getattr(action, "old_spellings", ()), old)
+            self._option_string_actions[old] = action
+        listed = ", ".join(f"{old} (= {current})" for old, current in spellings.items())
+        self.epilog = "\n".join(filter(None, [self.epilog, f"Older spellings, still accepted: {listed}."]))
+
+    def error(self, message: str) -> NoReturn:
+        """Print one ``error: <what> — <fix>`` line and exit with status 2."""
+        what, fix = usage_error(self, message)
+        self.exit(EXIT_USER_ERROR, f"error: {' '.join(what.split())} — {fix}\n")
+
+
+def _names(text: str) -> str:
+    """argparse's quoted listing (``'a', 'b'``) as ``a, b``."""
+    return ", ".join(part.strip().strip("'\"") for part in text.split(","))
+
+
+def usage_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, str]:
+    """``(what, fix)`` for one of argparse's own error messages about ``parser``'s command line."""
+    more = f"{parser.prog} --help lists the options"
+    patterns: list[tuple[str, Callable[[re.Match], str]]] = [
+        (r"argument (?P<arg>[^:]+): invalid choice: (?P<value>.+?) \(choose from (?P<choices>.+)\)$",
+         lambda m: f"choose one of {_names(m['choices'])}"),
+        (r"argument (?P<arg>[^:]+): invalid int value: ", lambda m: f"give {m['arg']} a whole number"),
+        (r"argument (?P<arg>[^:]+): invalid float value: ", lambda m: f"give {m['arg']} a number"),
+        (r"argument (?P<arg>[^:]+): expected .*argument", lambda m: f"give {m['arg']} a value ({more})"),
+        (r"argument (?P<arg>[^:]+): not allowed with argument (?P<other>.+)$",
+         lambda m: f"use only one of {m['arg']} and {m['other']}"),
+        (r"ambiguous option: (?P<opt>\S+) could match (?P<matches>.+)$",
+         lambda m: f"spell the option out: one of {m['matches']}"),
+        (r"the following arguments are required: (?P<args>.+)$", lambda m: f"add {m['args']} ({more})"),
+        (r"unrecognized arguments: (?P<args>.+)$", lambda m: _did_you_mean(parser, m["args"], more)),
+    ]
+    for pattern, fix in patterns:
+        match = re.match(pattern, message)
+        if match:
+            return message, fix(match)
+    if " — " in message:  # a type function's own "what — fix"
+        what, _, fix = message.partition(" — ")
+        return what, fix
+    return message, more
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, unknown: str, more: str) -> str:
+    """Close option names for the first unknown option, if any."""
+    options = [name for name, action in parser._option_string_actions.items()
+               if name not in getattr(action, "old_spellings", ())]
+    first = unknown.split()[0]
+    close = difflib.get_close_matches(first.split("=")[0], options, n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(close)}? ({more})" if close else f"remove it ({more})"
+
+
+class ListAction(argparse.Action):
+    """A list option: values separated by spaces (``--seqs a b``) or commas (``--seqs a,b``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("nargs", "+")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, [item for value in values for item in value.split(",") if item])
+
+
+def add_device_argument(container: Any, default: str = "auto", what: str = "") -> None:
+    """Add ``--device``: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    container.add_argument("--device", default=default,
+                           help=f"{what + ': ' if what else ''}auto (CUDA if available), cpu, cuda or cuda:N")
+
+
+def make_parser(prog: str, description: str) -> ArgumentParser:
+    """An :class:`ArgumentParser` named as the tool is called (e.g. ``python -m utils.flow``),
+    with the shared ``--debug`` flag."""
+    parser = ArgumentParser(prog=prog, description=description)
+    add_debug_argument(parser)
     return parser
+
+
+def add_debug_argument(parser: argparse.ArgumentParser, default: Any = False) -> None:
+    """Add ``--debug`` (a sub-command's passes ``argparse.SUPPRESS``, keeping the main one's value)."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help=f"show the full traceback of errors (or set {DEBUG_ENV}=1)")
 
 
 class _LogLines:

@@ -1,4 +1,4 @@
-"""CLI: ``python -m utils.davis_import`` lays out DAVIS-2016 for FSNet (library: ``utils.data.davis_import``)."""
+"""CLI: ``python -m utils.davis_import`` lays out DAVIS-2016 for FSNet (library: ``utils.data.davis_layout``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ from dataclasses import fields
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.data.davis_import import ImportConfig, run
-from utils.flow.generate import METHODS, RAFT_MODELS
+from utils.data.davis_layout import ImportConfig, run
+from utils.flow.options import add_flow_arguments
 from utils.weights import add_offline_argument
 
 
@@ -18,14 +18,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_root", default="dataset", help="where TrainSet_Video/ and TestSet/ go")
     parser.add_argument("--copy", action="store_true", help="copy files instead of symlinking")
     parser.add_argument("--no_flow", action="store_true", help="do not generate flow")
-    parser.add_argument("--method", choices=METHODS, default="dis", help="flow algorithm")
+    add_flow_arguments(parser, dest="method")
     parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
                         help="flow of the last frame (see python -m utils.flow)")
-    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1,
                         help="flow worker processes, at least 1")
-    parser.add_argument("--raft_weights", default=None, help="local RAFT state_dict for --method raft")
-    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large", help="RAFT variant")
     add_offline_argument(parser)
+    parser.accept_old_spellings({"--method": "--flow_method", "--num_workers": "--workers"})
     return parser
 
 

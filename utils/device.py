@@ -1,12 +1,22 @@
-"""Where and how torch runs: the one ``--device`` resolver of every tool, and a torch-threads scope."""
+"""Where and how torch runs: the one ``--device`` resolver of every tool, the ``--amp`` precisions,
+and a torch-threads scope."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
 from utils.cli import BadInputError
+
+#: ``--amp`` choices: the autocast dtype of each (``None``: full float32).
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_amp_argument(container: Any, default: str = "off", what: str = "autocast precision") -> None:
+    """Add ``--amp {off,bf16,fp16}``; a bare ``--amp`` means bf16."""
+    container.add_argument("--amp", nargs="?", const="bf16", choices=tuple(AMP_DTYPES), default=default,
+                           help=f"{what} (bare --amp = bf16; fp16 needs CUDA)")
 
 
 def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:

@@ -1,4 +1,4 @@
-"""CLI: ``python -m utils.toy`` writes the synthetic toy data set (library: ``utils.data.toy``)."""
+"""CLI: ``python -m utils.toy`` writes the synthetic toy data set (library: ``utils.data.synthetic``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ from dataclasses import asdict, replace
 from typing import Optional, Sequence
 
 from utils.cli import make_parser, run_guarded
-from utils.data.toy import QUICK, ToyConfig, make_toy_dataset
+from utils.data.synthetic import QUICK, ToyConfig, make_toy_dataset
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -15,12 +15,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="dataset/Toy", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--quick", action="store_true", help="a handful of frames (for tests)")
-    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1,
                         help="flow worker processes, at least 1")
     for field in ("width", "height", "train_sequences", "train_frames", "test_sequences",
                   "test_frames", "static_images"):
         parser.add_argument(f"--{field}", type=int, default=None,
                             help=f"override the {field.replace('_', ' ')} of the default set")
+    parser.accept_old_spellings({"--num_workers": "--workers"})
     return parser
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from torch import nn
 from lib.backbones import BACKBONES, find_imagenet_file, load_imagenet_weights
 from lib.checkpoint import build_fsnet
 from lib.fsnet import FSNet
-from lib.hub import OFFLINE_ENV, WeightsError, find_or_download, file_name, sha256_of, verify_hash_in_name
-from utils.cli import BadInputError, MissingInputError, UserError, make_parser, run_guarded
+from lib.state_dict import read_weights_file
+from lib.hub import (OFFLINE_ENV, REPO_ROOT, WeightsError, WeightsNotFoundError, file_name, find_or_download, hub_checkpoints_dir, sha256_of,
+                     verify_hash_in_name)
+from utils.cli import BadInputError, MissingInputError, UserError, add_debug_argument, make_parser, run_guarded
 
 RELEASE_NAME = "2021-ICCV-FSNet-20epoch-new.pth"
 #: Where inference.py looks for the released model by default (relative to the working folder).
@@ -43,6 +46,7 @@ RELEASE_KEYS = 2160
 RELEASE_PARAMETERS = 102_301_698
 #: torchvision weight enums of the RAFT variants (their ``DEFAULT`` member is used).
 RAFT_WEIGHT_ENUMS = {"raft_large": "Raft_Large_Weights", "raft_small": "Raft_Small_Weights"}
+RAFT_MODELS = tuple(RAFT_WEIGHT_ENUMS)
 NO_IMAGENET_HINT = "or pass --no_imagenet to start from random weights (demo/tests only)"
 
 
@@ -106,6 +110,32 @@ def raft_weights_file(weights: Optional[str], model: str, offline: bool = False)
     return path
 
 
+@functools.lru_cache(maxsize=2)
+def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "cpu",
+              offline: bool = False) -> torch.nn.Module:
+    """Build a torchvision RAFT with the weights of ``--raft_weights`` or torchvision's own file.
+
+    ``weights`` (a local state_dict) is used as given. Without it torchvision's ``DEFAULT`` weights
+    file is taken from ``snapshot/backbone/`` or the torch hub cache, else downloaded into the hub
+    cache (hash-checked) unless ``offline`` or ``FSNET_OFFLINE=1`` (see :mod:`lib.hub`). Raises
+    ``MissingInputError`` / ``BadInputError`` naming the file and how to obtain it.
+    """
+    from torchvision.models import optical_flow
+
+    if model not in RAFT_MODELS:
+        raise BadInputError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
+    path = raft_weights_file(weights, model, offline)
+    net = getattr(optical_flow, model)(weights=None)
+    with user_errors():
+        state = read_weights_file(path)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise BadInputError(f"{path} is not a {model} state_dict: {error}") from error
+    return net.eval().to(device)
+
+
+
 @dataclass(frozen=True)
 class CheckReport:
     """What ``fsnet --check`` found out about a checkpoint file."""
@@ -117,37 +147,88 @@ class CheckReport:
     parameters: int
 
 
-def check_fsnet_file(path: Path) -> CheckReport:
-    """Verify that ``path`` is the released FSNet checkpoint's layout; ``BadInputError`` otherwise.
+def release_places() -> list[Path]:
+    """Where the released model is looked for: ``snapshot/FSNet/`` of the working folder and of
+    the checkout, then the torch hub cache."""
+    places = [Path.cwd() / RELEASE_PATH, REPO_ROOT / RELEASE_PATH, hub_checkpoints_dir() / RELEASE_NAME]
+    return list(dict.fromkeys(places))
 
-    Builds it with :func:`lib.checkpoint.build_fsnet` (the architecture it records, or the
-    released one its keys show; loaded strictly: exact key list and shapes), then requires the release's backbone, key and parameter counts
-    and finite values.
-    """
-    try:
-        with user_errors():
-            model = build_fsnet(path)
-    except BadInputError as error:  # name the file in every message
-        if str(path) in error.what:
-            raise
-        raise BadInputError(f"{path}: {error.what}", error.fix or
-                            f"download {RELEASE_NAME} again (python -m utils.weights fsnet)") from None
+
+def find_release() -> Path:
+    """The released checkpoint's first place that holds it; ``MissingInputError`` saying where to
+    get it and where to put it otherwise (it is shared by Google Drive / Baidu Pan only)."""
+    places = release_places()
+    for place in places:
+        if place.is_file():
+            return place
+    raise MissingInputError(
+        f"the released FSNet model {RELEASE_NAME} is not in {', '.join(map(str, places))}",
+        f"download it from {RELEASE_LINKS[0]} (or {RELEASE_LINKS[1]}) and put it at {places[-1]} "
+        f"or {REPO_ROOT / RELEASE_PATH}; python -m utils.weights fsnet --check PATH verifies it")
+
+
+def load_release(path: Path) -> FSNet:
+    """The released FSNet from ``path`` (eval mode, CPU): loaded strictly, then required to have
+    the release's backbone, key and parameter counts and finite values; ``BadInputError`` otherwise."""
+    model = _build_named(path)
     state = model.state_dict()
-    report = CheckReport(Path(path), sha256_of(Path(path)), model.backbone_name, len(state),
-                         sum(p.numel() for p in model.parameters()))
-    release = (RELEASE_BACKBONE, RELEASE_KEYS, RELEASE_PARAMETERS)
-    if (report.backbone, report.keys, report.parameters) != release:
+    layout = (model.backbone_name, len(state), sum(p.numel() for p in model.parameters()))
+    if layout != (RELEASE_BACKBONE, RELEASE_KEYS, RELEASE_PARAMETERS):
         raise BadInputError(
-            f"{path} is an FSNet checkpoint ({report.backbone}, {report.keys} keys, "
-            f"{report.parameters:,} parameters) but not the released model ({RELEASE_BACKBONE}, "
-            f"{RELEASE_KEYS} keys, {RELEASE_PARAMETERS:,} parameters)",
+            f"{path} is an FSNet checkpoint ({layout[0]}, {layout[1]} keys, {layout[2]:,} "
+            f"parameters) but not the released model ({RELEASE_BACKBONE}, {RELEASE_KEYS} keys, "
+            f"{RELEASE_PARAMETERS:,} parameters)",
             f"download {RELEASE_NAME} again (python -m utils.weights fsnet)")
     broken = [key for key, value in state.items()
               if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:
         raise BadInputError(f"{path} holds non-finite values in {len(broken)} tensors, e.g. {broken[:5]}",
                             f"download {RELEASE_NAME} again")
-    return report
+    return model
+
+
+def _build_named(path: Path) -> FSNet:
+    """:func:`lib.checkpoint.build_fsnet` (the architecture the file records, or the released one
+    its keys show; loaded strictly) with the file named in every message."""
+    try:
+        with user_errors():
+            return build_fsnet(path)
+    except BadInputError as error:
+        if str(path) in error.what:
+            raise
+        raise BadInputError(f"{path}: {error.what}", error.fix or
+                            f"download {RELEASE_NAME} again (python -m utils.weights fsnet)") from None
+
+
+def check_fsnet_file(path: Path) -> CheckReport:
+    """Verify that ``path`` is the released FSNet checkpoint (:func:`load_release`) and report
+    its SHA-256, backbone, key and parameter counts; ``BadInputError`` otherwise."""
+    model = load_release(path)
+    return CheckReport(Path(path), sha256_of(Path(path)), model.backbone_name, len(model.state_dict()),
+                       sum(p.numel() for p in model.parameters()))
+
+
+def checkpoint_file(path_or_url: str, offline: bool = False) -> Path:
+    """A checkpoint as a local file: a path as given (it must exist), or a URL (``https://``,
+    ``file://``) taken from the torch hub cache, else downloaded there (SHA-256 checked against a
+    ``-<hex>`` prefix in its name; never when offline or with ``FSNET_OFFLINE=1``)."""
+    if "://" not in path_or_url:
+        path = Path(path_or_url)
+        if not path.is_file():
+            raise MissingInputError(f"checkpoint file not found: {path_or_url!r}",
+                                    "give the path of a checkpoint written by train.py, or its URL")
+        return path
+    cache = hub_checkpoints_dir()
+    try:
+        path = find_or_download([file_name(path_or_url)], path_or_url, "FSNet checkpoint", [cache],
+                                offline=offline)
+        verify_hash_in_name(path)
+    except WeightsNotFoundError as error:
+        raise MissingInputError(error.what, f"download {path_or_url} on a machine with internet access "
+                                f"and put it in {cache}, or pass the local file's path") from None
+    except WeightsError as error:
+        raise user_error(error) from None
+    return path
 
 
 # --------------------------------------------------------------------------- CLI
@@ -156,24 +237,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python -m utils.weights``."""
     parser = make_parser("python -m utils.weights",
                          "Get and check FSNet's weights files (see docs/weights.md).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="fsnet, imagenet or raft (each has its own --help)")
     fsnet = commands.add_parser("fsnet", help="where to get the released FSNet model; --check a copy")
     fsnet.add_argument("--check", nargs="?", const=str(RELEASE_PATH), default=None, metavar="PATH",
                        help=f"verify a downloaded checkpoint (default PATH: {RELEASE_PATH})")
     imagenet = commands.add_parser("imagenet", help="fetch and check the ImageNet backbone file")
-    imagenet.add_argument("--backbone", choices=BACKBONES, default="res2net50", help="backbone")
+    imagenet.add_argument("--backbone", choices=BACKBONES, default="res2net50", help="backbone network")
     imagenet.add_argument("--imagenet", default=None, metavar="PATH",
                           help="a local file or folder to use instead of searching/downloading")
     raft = commands.add_parser("raft", help="fetch and check torchvision's RAFT weights")
-    raft.add_argument("--raft_model", choices=tuple(RAFT_WEIGHT_ENUMS), default="raft_large",
+    raft.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large",
                       help="RAFT variant")
     raft.add_argument("--raft_weights", default=None, metavar="PATH",
                       help="a local state_dict to check instead of searching/downloading")
     for command in (imagenet, raft):
         add_offline_argument(command)
     for command in (fsnet, imagenet, raft):  # --debug also after the command name
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the full traceback of errors")
+        add_debug_argument(command, argparse.SUPPRESS)
     return parser
 
 
@@ -208,8 +289,6 @@ def _imagenet(args: argparse.Namespace) -> None:
 
 
 def _raft(args: argparse.Namespace) -> None:
-    from utils.flow.generate import load_raft  # imported here: utils.flow.generate imports this module
-
     path = raft_weights_file(args.raft_weights, args.raft_model, args.offline)
     load_raft(str(path), args.raft_model)
     print(f"torchvision {args.raft_model} weights: {path}")

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from eval.sod.images import Note, read_gt, read_prediction
 from eval.sod.metrics import FrameScores, frame_scores
-from eval.sod.tree import SequenceJob
+from eval.sod.tree import SequencePlan
 
 NAN_NOTE = "nan_score"
 
@@ -22,12 +22,12 @@ NAN_NOTE = "nan_score"
 class SequenceResult:
     """Frame scores of one sequence and the notes raised while decoding its files."""
 
-    job: SequenceJob
+    job: SequencePlan
     frames: list[FrameScores]
     notes: list[Note]
 
 
-def evaluate_sequence(job: SequenceJob) -> SequenceResult:
+def evaluate_sequence(job: SequencePlan) -> SequenceResult:
     """Score every evaluated frame of ``job`` (inputs are only read)."""
     frames: list[FrameScores] = []
     notes: list[Note] = []
@@ -42,7 +42,7 @@ def evaluate_sequence(job: SequenceJob) -> SequenceResult:
     return SequenceResult(job, frames, notes)
 
 
-def run_sequences(jobs: Iterable[SequenceJob], workers: int = 1) -> Iterator[SequenceResult]:
+def run_sequences(jobs: Iterable[SequencePlan], workers: int = 1) -> Iterator[SequenceResult]:
     """Evaluate ``jobs`` in order, in ``workers`` processes when ``workers > 1``."""
     jobs = list(jobs)
     if workers <= 1 or len(jobs) <= 1:

@@ -22,7 +22,7 @@ SHORT_SEQUENCE_POLICIES = ("error", "exclude")
 
 
 @dataclass(frozen=True)
-class SequenceJob:
+class SequencePlan:
     """One sequence to evaluate: where its files are and which GT frames count."""
 
     dataset: str
@@ -37,7 +37,7 @@ class DatasetPlan:
     """The sequences of one dataset to evaluate and the warnings found while planning."""
 
     name: str
-    jobs: list[SequenceJob] = field(default_factory=list)
+    jobs: list[SequencePlan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -104,7 +104,7 @@ def plan_dataset(pred_root: Path, gt_root: Path, dataset: str, short_sequences: 
         for name in evaluated:
             if not (pred_dir / name).is_file():
                 missing.append(_missing_text(pred_dir, name))
-        plan.jobs.append(SequenceJob(dataset, seq_dir.name, gt_dir, pred_dir, evaluated))
+        plan.jobs.append(SequencePlan(dataset, seq_dir.name, gt_dir, pred_dir, evaluated))
     if short and short_sequences == "error":
         raise VSODInputError(
             f"{dataset}: sequences with <= 2 GT frames have no evaluated frame (the first and last GT "

@@ -5,8 +5,9 @@ import argparse
 from dataclasses import fields
 from typing import Optional, Sequence
 
-from utils.cli import make_parser, run_guarded
-from utils.flow.generate import METHODS, RAFT_MODELS, FlowConfig, run
+from utils.cli import add_device_argument, make_parser, run_guarded
+from utils.flow.generate import FlowConfig, run
+from utils.flow.options import add_flow_arguments
 from utils.weights import add_offline_argument
 
 
@@ -17,10 +18,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="output folder (default: <seq>/OF_FlowNet2 beside <seq>/Frame, "
                         "<parent>/<name>_OF_FlowNet2 for another frame folder; see docs/data-and-flow.md)")
-    parser.add_argument("--method", choices=METHODS, default="dis", help="flow algorithm")
+    add_flow_arguments(parser, dest="method")
     parser.add_argument("--last_frame", choices=("skip", "backward"), default="skip",
                         help="skip: official, the last frame gets no flow; backward: flow last->previous")
-    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1,
                         help="parallel processes (dis/farneback), at least 1")
     parser.add_argument("--skip_existing", action="store_true", help="resume: keep flows already written")
     parser.add_argument("--overwrite", action="store_true",
@@ -29,12 +30,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(replaced where names collide)")
     parser.add_argument("--save_raw", choices=("npy", "flo"), default=None,
                         help="also save raw flow into <flow_folder>_raw/")
-    parser.add_argument("--raft_weights", default=None, help="local torchvision RAFT state_dict")
-    parser.add_argument("--raft_model", choices=RAFT_MODELS, default="raft_large", help="RAFT variant")
-    parser.add_argument("--device", default="cpu", help="device for RAFT")
+    add_device_argument(parser, what="where RAFT runs")
     parser.add_argument("--flow_folder", default="OF_FlowNet2", help="flow folder name in test trees")
     parser.add_argument("--frame_folder", default="Frame", help="frame folder name in test trees")
     add_offline_argument(parser)
+    parser.accept_old_spellings({"--method": "--flow_method", "--num_workers": "--workers"})
     return parser
 
 

@@ -49,16 +49,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lib.state_dict import read_weights_file
 from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with
 from utils.flow.color import flow_to_color
+from utils.device import resolve_device
 from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
-from utils.weights import raft_weights_file, set_offline, user_errors
+from utils.weights import load_raft, set_offline
 
 METHODS = ("dis", "farneback", "raft")
-RAFT_MODELS = ("raft_large", "raft_small")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 JPEG_QUALITY = 95
 FLO_MAGIC = 202021.25
@@ -82,31 +81,6 @@ class RaftOptions:
     weights: Optional[str] = None
     model: str = "raft_large"
     device: str = "cpu"
-
-
-@functools.lru_cache(maxsize=2)
-def load_raft(weights: Optional[str], model: str = "raft_large", device: str = "cpu",
-              offline: bool = False) -> torch.nn.Module:
-    """Build a torchvision RAFT with the weights of ``--raft_weights`` or torchvision's own file.
-
-    ``weights`` (a local state_dict) is used as given. Without it torchvision's ``DEFAULT`` weights
-    file is taken from ``snapshot/backbone/`` or the torch hub cache, else downloaded into the hub
-    cache (hash-checked) unless ``offline`` or ``FSNET_OFFLINE=1`` (see :mod:`lib.hub`). Raises
-    ``MissingInputError`` / ``BadInputError`` naming the file and how to obtain it.
-    """
-    from torchvision.models import optical_flow
-
-    if model not in RAFT_MODELS:
-        raise BadInputError(f"Unknown RAFT model '{model}': choose one of {RAFT_MODELS}")
-    path = raft_weights_file(weights, model, offline)
-    net = getattr(optical_flow, model)(weights=None)
-    with user_errors():
-        state = read_weights_file(path)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as error:
-        raise BadInputError(f"{path} is not a {model} state_dict: {error}") from error
-    return net.eval().to(device)
 
 
 def _raft_flow(rgb_a: np.ndarray, rgb_b: np.ndarray, raft: RaftOptions) -> np.ndarray:
@@ -475,7 +449,7 @@ def _chunks(plans: List[List[FlowJob]], workers: int) -> List[List[FlowJob]]:
 def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, method: str = "dis",
                   last_frame: str = "skip", workers: int = 1, skip_existing: bool = False,
                   save_raw: Optional[str] = None, raft_weights: Optional[str] = None,
-                  raft_model: str = "raft_large", device: str = "cpu",
+                  raft_model: str = "raft_large", device: str = "auto",
                   flow_folder: str = "OF_FlowNet2", frame_folder: str = "Frame",
                   progress: bool = True, overwrite: bool = False) -> dict:
     """Write colour-coded flow JPEGs (named like frame t) for a folder, a tree or a video.
@@ -490,7 +464,7 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
     if int(workers) < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     start = time.perf_counter()
-    raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
+    raft = RaftOptions(raft_weights, raft_model, str(resolve_device(device))) if method == "raft" else None
     if raft is not None:
         load_raft(raft.weights, raft.model, raft.device)  # fail before any work
     sequences = find_sequences(Path(frames_dir), Path(out_dir) if out_dir else None,
@@ -554,7 +528,7 @@ class FlowConfig:
     save_raw: Optional[str] = None
     raft_weights: Optional[str] = None
     raft_model: str = "raft_large"
-    device: str = "cpu"
+    device: str = "auto"
     flow_folder: str = "OF_FlowNet2"
     frame_folder: str = "Frame"
     offline: bool = False

@@ -33,7 +33,7 @@ from lib.checkpoint import build_fsnet
 from utils.cli import BadInputError, MissingInputError, UserError, progress
 from utils.data.dataset import TestDataset
 from utils.data.images import read_rgb
-from utils.device import torch_threads
+from utils.device import AMP_DTYPES, torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability
 from utils.io import save_image
 from utils.weights import user_errors
@@ -44,7 +44,6 @@ BACKENDS = ("auto", "plain", "eager", "jit", "onnx")
 #: ``--backend auto`` on the CPU: the first of these that is installed (measured fastest first,
 #: docs/benchmarks.md#inference).
 CPU_AUTO_ORDER = ("onnx", "jit")
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--batchsize auto``: small batches on the CPU (large ones only add memory traffic), 32 on CUDA.
 AUTO_BATCH = {"cpu": 1, "cuda": 32}
 
