@@ -1,0 +1,219 @@
+"""experiments/: the named rows against the paper's tables, the runner's command line and bad
+inputs, ``--quick`` end to end (its numbers re-scored by eval.vsod), resuming, Table 4's cost
+columns and the SLURM job a row would be submitted as."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from eval import vsod
+from experiments import ablation
+from experiments.cost import measure_cost
+from experiments.launch import LaunchOptions, make_executor
+from experiments.runner import dataset_label
+from experiments.variants import VARIANTS, get_variant, table_rows
+from lib.fsnet import FSNetConfig
+from tests.cli_checks import REPO, assert_user_error, checksums
+
+PAPER = REPO.parent / "shared" / "reference" / "paper_ablations.md"
+JSON_KEYS = {"table", "row", "config", "paper", "measured", "bpm_params_m", "bpm_gflops", "maps",
+             "seconds"}
+RCAM_ARROWS = {"App ⇒ Mo": "app2mo", "App ⇐ Mo": "mo2app", "App ⇔ Mo": "duplex"}
+BPM_ARROWS = {"(App + Mo) ⇒ Mo": "to_motion", "(App + Mo) ⇐ Mo": "to_appearance",
+              "(App + Mo) ⇔ Mo": "duplex"}
+
+
+# ----------------------------------------------------------------------------- the registry
+
+def _paper_tables() -> dict[int, list[list[str]]]:
+    """The body rows (cells) of the reference file's Tables 3, 4 and 5."""
+    tables: dict[int, list[list[str]]] = {}
+    current = None
+    for line in PAPER.read_text().splitlines():
+        heading = re.match(r"## Table (\d)", line)
+        if heading:
+            current = tables.setdefault(int(heading.group(1)), [])
+        elif line.startswith("## "):
+            current = None
+        elif current is not None and line.startswith("|") and not line.startswith("|---"):
+            current.append([cell.strip() for cell in line.strip("|").split("|")])
+    return {number: rows[1:] for number, rows in tables.items()}  # without the header line
+
+
+def _scores(cell: str) -> dict[str, float]:
+    s, mae = (float(v) for v in re.fullmatch(r"(\.\d+) / (\.\d+)", cell).groups())
+    return {"S": s, "MAE": mae}
+
+
+def _expected_rows() -> dict[int, dict[str, tuple[FSNetConfig, dict, dict | None]]]:
+    """``{table: {row label: (configuration, paper scores, paper cost)}}`` read from the paper
+    reference, the configuration derived from the table's columns."""
+    base = FSNetConfig(backbone="resnet50")
+    expected: dict[int, dict] = {3: {}, 4: {}, 5: {}}
+    for label, app, mo, rcam, bpm, davis, mcl in _paper_tables()[3]:
+        if not (app and mo):
+            config = replace(base, streams="appearance" if app else "motion")
+        else:
+            config = replace(base, rcam="duplex" if rcam else "concat", num_bpm=4 if bpm else 0)
+        expected[3][label] = (config, {"DAVIS-16": _scores(davis), "MCL": _scores(mcl)}, None)
+    for n, params, flops, runtime, davis, mcl in _paper_tables()[4]:
+        cost = {"bpm_params_m": float(params), "bpm_gflops": float(flops),
+                "runtime_s": float(runtime)}
+        expected[4][f"N = {n}"] = (replace(base, num_bpm=int(n)),
+                                   {"DAVIS-16": _scores(davis), "MCL": _scores(mcl)}, cost)
+    for rcam, bpm, davis, mcl in _paper_tables()[5]:
+        config = replace(base, rcam=RCAM_ARROWS[rcam], bpm=BPM_ARROWS[bpm])
+        expected[5][f"{rcam} / {bpm}"] = (config, {"DAVIS-16": _scores(davis),
+                                                   "MCL": _scores(mcl)}, None)
+    return expected
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason="the paper reference (../shared) is not here")
+def test_registry_holds_every_row_of_the_paper_with_its_numbers() -> None:
+    expected = _expected_rows()
+    assert sum(map(len, expected.values())) == 16
+    for table, rows in expected.items():
+        registered = {v.row: (v.config, v.paper, v.paper_cost) for v in table_rows(table)}
+        assert registered == rows, f"table {table}"
+
+
+def test_registry_names_are_unique_and_lookups_fail_clearly() -> None:
+    assert len(VARIANTS) == 16 and len({v.name for v in VARIANTS.values()}) == 16
+    assert get_variant("t4-n2").config.num_bpm == 2
+    with pytest.raises(ValueError, match="t3-fsnet.*t5-duplex"):
+        get_variant("t9-nothing")
+    for variant in VARIANTS.values():
+        assert variant.config.backbone == "resnet50"
+        assert set(variant.paper) == {"DAVIS-16", "MCL"}
+        assert (variant.paper_cost is not None) == (variant.table == 4)
+
+
+def test_list_prints_every_row(capsys: pytest.CaptureFixture) -> None:
+    assert ablation.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(VARIANTS)
+    for line, variant in zip(lines, VARIANTS.values()):
+        assert line.startswith(variant.name) and variant.row in line
+        assert f"S {variant.paper['MCL']['S']:.3f}" in line
+
+
+# ----------------------------------------------------------------------------- cost
+
+def test_table4_bpm_parameters_exact_and_flops_within_two_percent() -> None:
+    for variant in table_rows(4):
+        cost = measure_cost(variant.config)
+        assert round(cost.bpm_params_m, 3) == variant.paper_cost["bpm_params_m"], variant.name
+        paper_flops = variant.paper_cost["bpm_gflops"]
+        assert abs(cost.bpm_gflops - paper_flops) <= 0.02 * paper_flops, variant.name
+    released = measure_cost(get_variant("t4-n4").config)
+    assert released.stored_params_m == pytest.approx(102.301698)  # the release's 102,301,698
+    assert released.params_m < released.stored_params_m  # never-run modules are not counted
+
+
+def test_cost_only_prints_the_table(capsys: pytest.CaptureFixture) -> None:
+    argv = ["--table", "4", "--rows", "t4-n0", "t4-n4", "--cost_only", "--cost_size", "64",
+            "--cost_repeats", "1", "--device", "cpu"]
+    assert ablation.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| N = 4 | `t4-n4` | 1.015 | 1.015 | 3.139 | 3.163 |" in out
+    assert re.search(r"\| N = 4 \| .* \| 1\.00 \| — \|", out)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--table", "3", "--rows", "t4-n2", "--quick"], ["t4-n2", "t3-app", "t3-fsnet"]),
+    (["--table", "4", "--quick", "--seeds", "1", "1"], ["--seeds"]),
+    (["--quick"], ["--table"]),
+    (["--table", "4", "--out", "{out}"], ["--data_root"]),
+    (["--table", "4", "--data_root", "{tmp}/absent", "--out", "{out}"], ["absent"]),
+    (["--table", "4", "--quick", "--datasets", "DAVIS", "--data_root", "{data}"], ["DAVIS"]),
+])
+def test_bad_arguments_give_one_error_line(argv: list[str], fragments: list[str],
+                                           tmp_path: Path, toy_root: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    values = {"out": str(out), "tmp": str(tmp_path), "data": str(toy_root)}
+    argv = [a.format(**values) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    before = checksums(toy_root)
+    code = ablation.main(argv)
+    assert_user_error(code, capsys.readouterr().err, *fragments)
+    assert checksums(toy_root) == before
+    assert not out.exists() or not any(p for p in out.rglob("*") if p.name.startswith("table"))
+
+
+def test_slurm_job_is_configured_from_the_flags(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+    options = LaunchOptions("slurm", partition="gpu", account="lab", gpus_per_row=4,
+                            cpus_per_task=8, mem_gb=128, timeout_min=600)
+    executor = make_executor(options, tmp_path / "submitit")
+    script = executor._executor._make_submission_file_text("python -m job", "0")
+    for line in ("--partition=gpu", "--account=lab", "--gpus-per-node=4", "--ntasks-per-node=4",
+                 "--nodes=1", "--cpus-per-task=8", "--mem=128GB", "--time=600"):
+        assert f"#SBATCH {line}" in script, line
+
+
+# ----------------------------------------------------------------------------- quick, end to end
+
+@pytest.fixture(scope="module")
+def quick_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Table 3 in --quick mode (the toy set generated into <out>/toy-data)."""
+    out = tmp_path_factory.mktemp("ablation")
+    assert ablation.main(["--table", "3", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def toy_root(quick_table: Path) -> Path:
+    return quick_table / "toy-data"
+
+
+def test_quick_table_numbers_equal_eval_vsod_on_its_maps(quick_table: Path) -> None:
+    rows = json.loads((quick_table / "table3.json").read_text())
+    assert [row["name"] for row in rows] == [v.name for v in table_rows(3)]
+    test_root = quick_table / "toy-data" / "TestSet"
+    for row, variant in zip(rows, table_rows(3)):
+        assert JSON_KEYS <= set(row)
+        assert (row["table"], row["row"], row["paper"]) == (3, variant.row, variant.paper)
+        assert FSNetConfig(**row["config"]) == variant.config
+        scores = vsod.evaluate(row["maps"], test_root, ["Toy"])["datasets"]["Toy"]
+        assert row["measured"] == {dataset_label("Toy"): {"S": scores["S"], "MAE": scores["MAE"]}}
+        assert Path(row["checkpoint"]).is_file() and row["seconds"] > 0
+        assert sorted(Path(row["maps"]).glob("Toy/*/*.png"))
+    markdown = (quick_table / "table3.md").read_text()
+    assert "NOT A REPRODUCTION" in markdown and "| App. | `t3-app` |" in markdown
+
+
+def test_finished_rows_are_not_run_again(quick_table: Path, capsys: pytest.CaptureFixture) -> None:
+    results = {p: p.stat().st_mtime_ns for p in quick_table.glob("*/result.json")}
+    assert ablation.main(["--table", "3", "--quick", "--out", str(quick_table)]) == 0
+    assert "6 of 6 row run(s) finished, 0 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in results} == results
+
+
+def test_row_folder_of_another_configuration_is_refused(quick_table: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    before = _fingerprint(quick_table)
+    code = ablation.main(["--table", "3", "--quick", "--out", str(quick_table),
+                          "--backbone", "res2net50"])
+    assert_user_error(code, capsys.readouterr().err, "t3-app", "another configuration", "config")
+    assert _fingerprint(quick_table) == before
+
+
+def _fingerprint(root: Path) -> dict[str, object]:
+    """Checksums of every file under ``root`` but the checkpoints (size and mtime for those)."""
+    sums: dict[str, object] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".pth":
+            sums[str(path)] = (path.stat().st_size, path.stat().st_mtime_ns)
+        else:
+            sums.update(checksums(path))
+    return sums
