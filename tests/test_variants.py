@@ -22,6 +22,7 @@ from lib.fast import build_fast_model
 from lib.fsnet import FSNet, FSNetConfig
 from lib.verify import randomize_weights
 from utils.checkpoint import save_checkpoint
+from utils.inference.predict import load_predictor
 
 SIZE = 64
 SMALL = FSNetConfig(backbone="resnet50", channel=8)
@@ -307,7 +308,11 @@ def test_checkpoint_round_trip_rebuilds_the_variant(tmp_path: Path):
     assert loaded.config == model.config and not loaded.training
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     image, flow = inputs()
-    assert torch.equal(_outputs(loaded, image, flow)[0], _outputs(model, image, flow)[0])
+    reference = _outputs(model, image, flow)[0]
+    assert torch.equal(_outputs(loaded, image, flow)[0], reference)
+    # inference rebuilds it from the file alone (here its folded, eager backend)
+    predictor, _ = load_predictor(str(path), torch.device("cpu"), backend="eager")
+    assert torch.allclose(predictor(image, flow), reference, atol=1e-4)
     with pytest.raises(ValueError) as error:  # loaded as another variant: one line, both named
         build_fsnet(path, expected=SMALL)
     message = str(error.value)
