@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import inference
 import train
@@ -31,6 +31,7 @@ from utils.cli import OutputExistsError
 from utils.io import save_json
 from utils.safety import output_lock, real_path, record_source, recorded_source
 from utils.training import distributed
+from utils.training.finetune_init import PRETRAIN_STAGES
 from utils.training.state import is_finished
 from experiments.variants import PAPER_DATASETS
 
@@ -52,10 +53,9 @@ class Recipe:
     testsize: int = 352
 
     def train_fields(self) -> dict[str, Any]:
-        """The recipe as train.TrainConfig keyword arguments (the last epoch is exported)."""
-        return {"epoch": self.epoch, "decay_epoch": train.TrainConfig.decay_epoch
-                if self.epoch == train.TrainConfig.epoch else self.epoch - 1,
-                "lr": self.lr, "batchsize": self.batchsize, "trainsize": self.trainsize,
+        """The recipe as train.TrainConfig keyword arguments: the last epoch runs at lr/10 (the
+        paper's 20 epochs: train.py's default ``--decay_epoch 19``) and is the one exported."""
+        return {"epoch": self.epoch, "decay_epoch": self.epoch - 1, "lr": self.lr, "batchsize": self.batchsize, "trainsize": self.trainsize,
                 "rates": list(self.rates), "max_samples": self.max_samples,
                 "no_imagenet": self.no_imagenet, "save_from_epoch": self.epoch}
 
@@ -120,15 +120,10 @@ def dataset_label(folder_name: str) -> str:
     return {folder: label for label, folder in PAPER_DATASETS.items()}.get(folder_name, folder_name)
 
 
-#: The training stages that apply, by ``FSNetConfig.streams``: a single-stream variant has no
-#: pretraining stage for the stream it lacks.
-STAGES = {"both": ("pretrain_rgb", "pretrain_flow", "finetune"),
-          "appearance": ("pretrain_rgb", "finetune"), "motion": ("pretrain_flow", "finetune")}
-
-
 def stages(config: FSNetConfig) -> tuple[str, ...]:
-    """The training stages of ``config``, in order."""
-    return STAGES[config.streams]
+    """The training stages of ``config``, in order: its pretraining stages (a single-stream
+    variant has none for the stream it lacks), then finetune."""
+    return (*PRETRAIN_STAGES[config.streams], "finetune")
 
 
 def check_folder(run: RowRun) -> None:
