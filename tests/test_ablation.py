@@ -13,7 +13,7 @@ import pytest
 from eval import vsod
 from experiments import ablation, runner
 from experiments.cost import measure_cost
-from experiments.launch import LaunchOptions, make_executor
+from experiments.launch import LaunchOptions, launch, make_executor
 from experiments.report import table_row, write_table
 from experiments.runner import QUICK_RECIPE, Machine, RowRun, dataset_label, is_done
 from experiments.variants import VARIANTS, get_variant, table_rows
@@ -256,9 +256,11 @@ def test_interrupted_row_keeps_its_finished_stages(toy_root: Path, tmp_path: Pat
 
 def test_seeds_are_pooled_as_mean_and_std(tmp_path: Path) -> None:
     variant = get_variant("t4-n0")
+    cost = measure_cost(variant.config)
     results = [{"name": variant.name, "seed": seed, "config": asdict(variant.config),
                 "measured": {"DAVIS-16": {"S": s, "MAE": 0.02}}, "maps": f"m{seed}",
-                "checkpoint": f"c{seed}", "seconds": 10.0} for seed, s in ((0, 0.8), (1, 0.9))]
+                "checkpoint": f"c{seed}", "seconds": 10.0, "cost": asdict(cost)}
+               for seed, s in ((0, 0.8), (1, 0.9))]
     row = table_row(variant, results, quick=False)
     assert row["measured"]["DAVIS-16"]["S"] == pytest.approx(0.85)
     assert row["measured_std"]["DAVIS-16"]["S"] == pytest.approx(0.0707107)
@@ -266,3 +268,18 @@ def test_seeds_are_pooled_as_mean_and_std(tmp_path: Path) -> None:
     json_path, md_path = write_table(tmp_path, 4, [row], "header")
     assert json.loads(json_path.read_text())[0]["measured"] == row["measured"]
     assert "| N = 0 | `t4-n0` | 0.850 ± 0.071 | 0.900 | 0.020 ± 0.000 | 0.027 |" in md_path.read_text()
+
+
+def test_submitit_local_job_returns_the_row_result(quick_table: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row handed to a submitit job (here a finished one: the job only reads its result)."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    variant = get_variant("t3-app")
+    run = RowRun(name=variant.name, table=3, config=variant.config, seed=0,
+                 folder=quick_table / variant.name, data_root=quick_table / "toy-data",
+                 datasets=("Toy",), recipe=QUICK_RECIPE, machine=Machine(device="cpu", workers=0))
+    options = LaunchOptions("submitit_local", gpus_per_row=0, cpus_per_task=1, mem_gb=4,
+                            timeout_min=10)
+    results = launch([run], options, tmp_path / "submitit")
+    assert results == [json.loads((run.folder / "result.json").read_text())]
