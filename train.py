@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from lib.backbones import BACKBONES
 from lib.backbones.imagenet import find_imagenet_file
-from lib.checkpoint import CONFIG_KEY, Checkpoint, checkpoint_dict
+from lib.checkpoint import CONFIG_KEY, Checkpoint, checkpoint_dict, config_difference
 from lib.fsnet import BPM_CHOICES, RCAM_CHOICES, STREAM_CHOICES, FSNet, FSNetConfig
 from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
 from utils.cli import BadInputError, UserError, make_parser, progress, run_guarded
@@ -345,8 +345,9 @@ def open_resume(config: TrainConfig, last_path: Path, env: DistEnv
     with user_errors():
         saved = Checkpoint(path, state["model"], state.get(CONFIG_KEY)).config()
     if saved != model_config(config):
-        raise BadInputError(f"Cannot resume from {path}: it trains the FSNet variant {saved!r}, "
-                            f"this run asks for {model_config(config)!r}",
+        has, wanted = config_difference(saved, model_config(config))
+        raise BadInputError(f"Cannot resume from {path}: it trains an FSNet with {has}, this run "
+                            f"asks for {wanted}",
                             "resume with that run's architecture flags, or start a new run "
                             "(--run_name / --overwrite)")
     if state["batch_in_epoch"] and state.get("world_size") != env.world_size:

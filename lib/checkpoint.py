@@ -52,6 +52,12 @@ def config_from_dict(entry: Any, source: str) -> FSNetConfig:
                                   "another copy") from None
 
 
+def config_difference(found: FSNetConfig, wanted: FSNetConfig) -> tuple[str, str]:
+    """The fields in which two configurations differ, as ``("rcam='app2mo'", "rcam='duplex'")``."""
+    names = [f.name for f in fields(FSNetConfig) if getattr(found, f.name) != getattr(wanted, f.name)]
+    return tuple(", ".join(f"{n}={getattr(c, n)!r}" for n in names) for c in (found, wanted))
+
+
 def checkpoint_dict(model: FSNet, prefix: str = "", **extra: Any) -> dict[str, Any]:
     """``{"model": state_dict (keys prefixed with prefix), "config": asdict(config), **extra}``:
     the form of every checkpoint the project writes."""
@@ -108,7 +114,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         raise WeightsCorruptError(f"{path} holds no FSNet state_dict", NOT_FSNET_FIX)
     bad = first_non_finite(state)
     if bad is not None:
-        raise WeightsCorruptError(f"{path} holds non-finite weights, first {bad}",
+        raise WeightsCorruptError(f"{path} holds non-finite values, first {bad}",
                                   "the weights are broken (a diverged training); use an earlier "
                                   "checkpoint of the run")
     return Checkpoint(path, strip_prefixes(state), entry)
@@ -125,8 +131,9 @@ def build_fsnet(path: PathLike, expected: Optional[FSNetConfig] = None,
     checkpoint = read_checkpoint(path)
     config = checkpoint.config()
     if expected is not None and config != expected:
+        found, wanted = config_difference(config, expected)
         raise WeightsCorruptError(
-            f"{path} holds the FSNet variant {config!r}, not the expected {expected!r}", "pass a checkpoint of that variant, or use the "
+            f"{path} holds an FSNet with {found}, not the expected {wanted}", "pass a checkpoint of that variant, or use the "
             "configuration the file records")
     model = _meta_model(config)
     diff = compare_state_dicts(model.state_dict(), checkpoint.state)

@@ -164,6 +164,6 @@ def test_non_finite_tensors_are_found_and_refused_at_load(tmp_path):
     assert first_non_finite({"model": {"a": torch.ones(2)}, "rng": [torch.zeros(3, dtype=torch.uint8)]}) is None
     path = tmp_path / "diverged.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"diverged\.pth holds non-finite weights, first "
+    with pytest.raises(ValueError, match=r"diverged\.pth holds non-finite values, first "
                                          r"bn\.running_var"):
         read_checkpoint(path)

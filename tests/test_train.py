@@ -214,8 +214,8 @@ def test_clear_errors(toy: Path, tmp_path: Path, chain: tuple[Path, dict]) -> No
     run_dir = chain[0]
     with pytest.raises(FileExistsError, match="--resume auto"):
         run(toy, run_dir.parent, "pretrain_rgb")
-    with pytest.raises(ValueError, match="holds a resnet50 FSNet but this run uses --backbone "
-                                         "res2net50"):
+    with pytest.raises(ValueError, match="holds an FSNet with backbone='resnet50' but this run "
+                                         "trains backbone='res2net50'"):
         run(toy, tmp_path, "finetune", "--backbone", "res2net50",
             "--rgb_ckpt", str(run_dir / "pretrain_rgb" / "FSNet-1epoch.pth"),
             "--flow_ckpt", str(run_dir / "pretrain_flow" / "last.pth"))

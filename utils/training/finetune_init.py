@@ -25,7 +25,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from lib.checkpoint import read_checkpoint
+from lib.checkpoint import config_difference, read_checkpoint
 from lib.fsnet import FSNet, FSNetConfig
 from utils.cli import BadInputError, MissingInputError
 from utils.checkpoint import load_model_weights
@@ -91,8 +91,9 @@ def load_stage_state(path: Path, stage: str, config: FSNetConfig) -> dict[str, T
         checkpoint = read_checkpoint(path)
         found = checkpoint.config()
     if found != config:
+        has, wanted = config_difference(found, config)
         raise BadInputError(
-            f"{path} ({stage}) holds the FSNet variant {found!r} but this run trains {config!r}",
+            f"{path} ({stage}) holds an FSNet with {has} but this run trains {wanted}",
             f"train the {stage} stage with the same --backbone/--variant/--num_bpm/--rcam/--bpm/"
             f"--streams, or point --{stage.split('_')[1]}_ckpt at a checkpoint of this variant")
     return checkpoint.state
