@@ -48,7 +48,8 @@ from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions,
                                      predict_dataset, require_checkpoint, resolve_backend,
                                      resolve_batchsize)
 from utils.io import save_json
-from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
+from utils.safety import (check_outputs_apart, output_lock, real_path, record_source,
+                          source_differences)
 from utils.weights import add_offline_argument, set_offline
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
@@ -372,10 +373,9 @@ def _source_record(config: InferenceConfig, inputs: Dict[str, object]) -> Dict[s
 
 def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool) -> None:
     """Refuse a ``--test_save`` holding another job's maps unless ``overwrite``."""
-    previous = recorded_source(test_save)
-    if previous is None or previous == source or overwrite:
+    changed = source_differences(test_save, source)
+    if not changed or overwrite:
         return
-    changed = sorted(k for k in set(source) | set(previous) if source.get(k) != previous.get(k))
     raise OutputExistsError(f"--test_save {test_save} holds the maps of another job (it differs in "
                             f"{', '.join(changed)})",
                             "choose another --test_save, or pass --overwrite to write over them")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -24,8 +24,8 @@ import inference
 from experiments.cost import PAPER_SIZE, forward_seconds, measure_cost, time_ratios
 from experiments.launch import LAUNCHERS, LaunchOptions, launch, require_submitit
 from experiments.report import QUICK_NOTE, table_row, write_table
-from experiments.runner import (PAPER_RECIPE, QUICK_RECIPE, Machine, RowRun, check_folder,
-                                is_done, run_folder)
+from experiments.runner import (PAPER_RECIPE, QUICK_RECIPE, Machine, Recipe, RowRun,
+                                check_folder, is_done, run_folder)
 from experiments.variants import PAPER_BACKBONE, PAPER_DATASETS, TABLES, VARIANTS, Variant, table_rows
 from lib.backbones import BACKBONES
 from utils.cli import BadInputError, MissingInputError, make_parser, run_guarded
@@ -135,6 +135,11 @@ def check_args(args: argparse.Namespace) -> None:
                             "python -m experiments.ablation --help describes each flag")
 
 
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    """The paper's recipe, or the tiny one of ``--quick``."""
+    return QUICK_RECIPE if args.quick else PAPER_RECIPE
+
+
 def row_runs(args: argparse.Namespace, variants: Sequence[Variant], data_root: Path,
              datasets: Sequence[str]) -> list[RowRun]:
     """One run per (row, seed), in table order."""
@@ -145,8 +150,7 @@ def row_runs(args: argparse.Namespace, variants: Sequence[Variant], data_root: P
     return [RowRun(name=variant.name, table=variant.table,
                    config=replace(variant.config, backbone=args.backbone), seed=seed,
                    folder=run_folder(out, variant.name, seed), data_root=data_root,
-                   datasets=tuple(datasets), recipe=QUICK_RECIPE if args.quick else PAPER_RECIPE,
-                   machine=machine)
+                   datasets=tuple(datasets), recipe=recipe_of(args), machine=machine)
             for variant in variants for seed in args.seeds]
 
 
@@ -178,7 +182,7 @@ def requested_datasets(args: argparse.Namespace) -> list[str]:
 
 def table_header(args: argparse.Namespace, data_root: Path) -> str:
     """The lines above a table: what was run, and in quick mode that it is no reproduction."""
-    recipe = QUICK_RECIPE if args.quick else PAPER_RECIPE
+    recipe = recipe_of(args)
     lines = [f"Backbone {args.backbone}; seeds {' '.join(map(str, args.seeds))}; data "
              f"{data_root}; recipe {json.dumps(asdict(recipe))}. Paper numbers: Tables 3–5 of "
              "the FSNet paper (ResNet-50, FlowNet 2.0 flow). S-measure and MAE by eval.vsod; "
@@ -252,10 +256,14 @@ def format_cost(rows: Sequence[dict[str, Any]], args: argparse.Namespace, device
         ratio = "—" if row["forward_ratio"] is None else f"{row['forward_ratio']:.2f}"
         seconds = "—" if row["forward_s"] is None else f"{row['forward_s']:.4f}"
         lines.append(f"| {row['row']} | `{row['name']}` | {row['bpm_params_m']:.3f} | "
-                     f"{paper.get('bpm_params_m', '—')} | {row['bpm_gflops']:.3f} | "
-                     f"{paper.get('bpm_gflops', '—')} | {row['params_m']:.3f} | "
+                     f"{_paper(paper, 'bpm_params_m')} | {row['bpm_gflops']:.3f} | "
+                     f"{_paper(paper, 'bpm_gflops')} | {row['params_m']:.3f} | "
                      f"{row['gflops']:.2f} | {ratio} | {seconds} |")
     return "\n".join(lines) + "\n"
+
+
+def _paper(cost: dict[str, float], key: str) -> str:
+    return f"{cost[key]:.3f}" if key in cost else "—"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def launch(runs: Sequence[RowRun], options: LaunchOptions, folder: Path
            ) -> Optional[list[Optional[dict[str, Any]]]]:
     """Run ``runs`` as ``options`` says; return their results (rank 0's), or ``None`` when the
     jobs were submitted without waiting."""
-    if options.launcher == "local":
+    if options.launcher == "local" or not runs:
         return [run_row(run) for run in runs]
     executor = make_executor(options, folder)
     jobs = [executor.submit(run_row_job, run) for run in runs]

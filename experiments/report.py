@@ -10,9 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from experiments.cost import measure_cost
 from experiments.variants import Variant
-from lib.fsnet import FSNetConfig
 from utils.io import write_text
 
 METRICS = ("S", "MAE")
@@ -28,7 +26,7 @@ def _pool(values: Sequence[float]) -> tuple[float, Optional[float]]:
 
 def table_row(variant: Variant, results: Sequence[dict[str, Any]], quick: bool) -> dict[str, Any]:
     """The JSON row of ``variant`` from the results of its seeds (``runner.run_row``)."""
-    cost = measure_cost(FSNetConfig(**results[0]["config"]))
+    cost = results[0]["cost"]
     datasets = list(results[0]["measured"])
     pooled = {name: {metric: _pool([r["measured"][name][metric] for r in results])
                      for metric in METRICS} for name in datasets}
@@ -38,8 +36,8 @@ def table_row(variant: Variant, results: Sequence[dict[str, Any]], quick: bool) 
         "measured": {name: {m: pooled[name][m][0] for m in METRICS} for name in datasets},
         "measured_std": {name: {m: pooled[name][m][1] for m in METRICS} for name in datasets},
         "seeds": [r["seed"] for r in results],
-        "bpm_params_m": cost.bpm_params_m, "bpm_gflops": cost.bpm_gflops,
-        "params_m": cost.params_m, "gflops": cost.gflops,
+        "bpm_params_m": cost["bpm_params_m"], "bpm_gflops": cost["bpm_gflops"],
+        "params_m": cost["params_m"], "gflops": cost["gflops"],
         "maps": results[0]["maps"], "checkpoint": results[0]["checkpoint"],
         "seconds": sum(r["seconds"] for r in results),
         "runs": [{key: r[key] for key in ("seed", "measured", "maps", "checkpoint", "seconds")}

@@ -7,7 +7,8 @@ other than 0)::
     train/<stage>/last.pth ...    train.py's run folders (``--save_path <folder> --run_name train``)
     maps/<dataset>/<seq>/*.png    inference.py --mode saliency
     phases.json                   seconds spent in each finished phase (summed over resumptions)
-    result.json                   the scores; its presence marks the row finished
+    result.json                   the scores and the network's cost (experiments.cost); its
+                                  presence marks the row finished
 
 Every phase calls the library entry of the command-line tool (``train.train``,
 ``inference.predict``, ``eval.vsod.evaluate``); re-running resumes: finished stages are kept,
@@ -21,7 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import inference
 import train
@@ -29,9 +30,11 @@ from eval import vsod
 from lib.fsnet import FSNetConfig
 from utils.cli import OutputExistsError
 from utils.io import save_json
-from utils.safety import output_lock, real_path, record_source, recorded_source
+from utils.safety import output_lock, real_path, record_source, source_differences
 from utils.training import distributed
+from utils.training.finetune_init import PRETRAIN_STAGES
 from utils.training.state import is_finished
+from experiments.cost import measure_cost
 from experiments.variants import PAPER_DATASETS
 
 T = TypeVar("T")
@@ -52,10 +55,9 @@ class Recipe:
     testsize: int = 352
 
     def train_fields(self) -> dict[str, Any]:
-        """The recipe as train.TrainConfig keyword arguments (the last epoch is exported)."""
-        return {"epoch": self.epoch, "decay_epoch": train.TrainConfig.decay_epoch
-                if self.epoch == train.TrainConfig.epoch else self.epoch - 1,
-                "lr": self.lr, "batchsize": self.batchsize, "trainsize": self.trainsize,
+        """The recipe as train.TrainConfig keyword arguments: the last epoch runs at lr/10 (the
+        paper's 20 epochs: train.py's default ``--decay_epoch 19``) and is the one exported."""
+        return {"epoch": self.epoch, "decay_epoch": self.epoch - 1, "lr": self.lr, "batchsize": self.batchsize, "trainsize": self.trainsize,
                 "rates": list(self.rates), "max_samples": self.max_samples,
                 "no_imagenet": self.no_imagenet, "save_from_epoch": self.epoch}
 
@@ -120,24 +122,17 @@ def dataset_label(folder_name: str) -> str:
     return {folder: label for label, folder in PAPER_DATASETS.items()}.get(folder_name, folder_name)
 
 
-#: The training stages that apply, by ``FSNetConfig.streams``: a single-stream variant has no
-#: pretraining stage for the stream it lacks.
-STAGES = {"both": ("pretrain_rgb", "pretrain_flow", "finetune"),
-          "appearance": ("pretrain_rgb", "finetune"), "motion": ("pretrain_flow", "finetune")}
-
-
 def stages(config: FSNetConfig) -> tuple[str, ...]:
-    """The training stages of ``config``, in order."""
-    return STAGES[config.streams]
+    """The training stages of ``config``, in order: its pretraining stages (a single-stream
+    variant has none for the stream it lacks), then finetune."""
+    return (*PRETRAIN_STAGES[config.streams], "finetune")
 
 
 def check_folder(run: RowRun) -> None:
     """Refuse a row folder that holds another configuration's run (read only, before any work)."""
-    previous = recorded_source(run.folder)
-    current = _normalised(run.record())
-    if previous is None or previous == current:
+    changed = source_differences(run.folder, _normalised(run.record()))
+    if not changed:
         return
-    changed = sorted(k for k in set(current) | set(previous) if current.get(k) != previous.get(k))
     raise OutputExistsError(f"{run.folder} holds the ablation run of another configuration (it "
                             f"differs in {', '.join(changed)})",
                             "choose another --out, or delete that folder to run this one there")
@@ -174,7 +169,7 @@ def run_row(run: RowRun) -> Optional[dict[str, Any]]:
                   "config": asdict(run.config), "measured": measured(scores),
                   "scores": scores["datasets"], "checkpoint": str(checkpoint(run)),
                   "maps": str(run.maps), "seconds": sum(phases.seconds.values()),
-                  "phases": phases.seconds}
+                  "phases": phases.seconds, "cost": asdict(measure_cost(run.config))}
         save_json(result, run.folder / RESULT)
         if not run.machine.keep_checkpoints:
             prune(run)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
 from eval import vsod
-from experiments import ablation
+from experiments import ablation, runner
 from experiments.cost import measure_cost
-from experiments.launch import LaunchOptions, make_executor
-from experiments.runner import dataset_label
+from experiments.launch import LaunchOptions, launch, make_executor
+from experiments.report import table_row, write_table
+from experiments.runner import QUICK_RECIPE, Machine, RowRun, dataset_label, is_done
 from experiments.variants import VARIANTS, get_variant, table_rows
 from lib.fsnet import FSNetConfig
 from tests.cli_checks import REPO, assert_user_error, checksums
@@ -103,24 +104,33 @@ def test_list_prints_every_row(capsys: pytest.CaptureFixture) -> None:
 
 # ----------------------------------------------------------------------------- cost
 
-def test_table4_bpm_parameters_exact_and_flops_within_two_percent() -> None:
-    for variant in table_rows(4):
-        cost = measure_cost(variant.config)
-        assert round(cost.bpm_params_m, 3) == variant.paper_cost["bpm_params_m"], variant.name
-        paper_flops = variant.paper_cost["bpm_gflops"]
-        assert abs(cost.bpm_gflops - paper_flops) <= 0.02 * paper_flops, variant.name
-    released = measure_cost(get_variant("t4-n4").config)
-    assert released.stored_params_m == pytest.approx(102.301698)  # the release's 102,301,698
-    assert released.params_m < released.stored_params_m  # never-run modules are not counted
+def _check_paper_cost(name: str, bpm_params_m: float, bpm_gflops: float) -> None:
+    paper = get_variant(name).paper_cost
+    assert round(bpm_params_m, 3) == paper["bpm_params_m"], name
+    assert abs(bpm_gflops - paper["bpm_gflops"]) <= 0.02 * paper["bpm_gflops"], name
 
 
-def test_cost_only_prints_the_table(capsys: pytest.CaptureFixture) -> None:
-    argv = ["--table", "4", "--rows", "t4-n0", "t4-n4", "--cost_only", "--cost_size", "64",
-            "--cost_repeats", "1", "--device", "cpu"]
+@pytest.mark.parametrize("name", ["t4-n2", "t4-n8"])
+def test_table4_bpm_parameters_exact_and_flops_within_two_percent(name: str) -> None:
+    cost = measure_cost(get_variant(name).config)
+    _check_paper_cost(name, cost.bpm_params_m, cost.bpm_gflops)
+    assert cost.params_m == cost.stored_params_m  # a variant stores only what it runs
+
+
+def test_cost_only_prints_and_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--table", "4", "--rows", "t4-n4", "t4-n6", "--cost_only", "--cost_size", "32",
+            "--cost_repeats", "1", "--device", "cpu", "--out", str(tmp_path)]
     assert ablation.main(argv) == 0
     out = capsys.readouterr().out
     assert "| N = 4 | `t4-n4` | 1.015 | 1.015 | 3.139 | 3.163 |" in out
     assert re.search(r"\| N = 4 \| .* \| 1\.00 \| — \|", out)
+    rows = json.loads((tmp_path / "cost_table4.json").read_text())
+    for row in rows:
+        _check_paper_cost(row["name"], row["bpm_params_m"], row["bpm_gflops"])
+    released = rows[0]
+    assert released["stored_params_m"] == pytest.approx(102.301698)  # the release's count
+    assert released["params_m"] == pytest.approx(83.415746)  # without the never-run modules
+    assert (tmp_path / "cost_table4.md").read_text() in out
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -217,3 +227,59 @@ def _fingerprint(root: Path) -> dict[str, object]:
         else:
             sums.update(checksums(path))
     return sums
+
+
+def test_interrupted_row_keeps_its_finished_stages(toy_root: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    variant = get_variant("t3-app")
+    run = RowRun(name=variant.name, table=3, config=variant.config, seed=0,
+                 folder=tmp_path / variant.name, data_root=toy_root, datasets=("Toy",),
+                 recipe=QUICK_RECIPE, machine=Machine(device="cpu", workers=0))
+
+    def interrupted(config: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.inference, "predict", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run_row(run)
+    lasts = sorted((run.folder / "train").glob("*/last.pth"))
+    assert [p.parent.name for p in lasts] == ["finetune", "pretrain_rgb"]
+    stamps = {p: p.stat().st_mtime_ns for p in lasts}
+    assert not is_done(run)
+    result = runner.run_row(run)
+    assert {p: p.stat().st_mtime_ns for p in lasts} == stamps  # no stage trained again
+    assert is_done(run) and result["measured"]["Toy"]["S"] >= 0
+    assert set(json.loads((run.folder / "phases.json").read_text())) == {
+        "train pretrain_rgb", "train finetune", "maps", "eval.vsod"}
+
+
+def test_seeds_are_pooled_as_mean_and_std(tmp_path: Path) -> None:
+    variant = get_variant("t4-n0")
+    cost = measure_cost(variant.config)
+    results = [{"name": variant.name, "seed": seed, "config": asdict(variant.config),
+                "measured": {"DAVIS-16": {"S": s, "MAE": 0.02}}, "maps": f"m{seed}",
+                "checkpoint": f"c{seed}", "seconds": 10.0, "cost": asdict(cost)}
+               for seed, s in ((0, 0.8), (1, 0.9))]
+    row = table_row(variant, results, quick=False)
+    assert row["measured"]["DAVIS-16"]["S"] == pytest.approx(0.85)
+    assert row["measured_std"]["DAVIS-16"]["S"] == pytest.approx(0.0707107)
+    assert row["seconds"] == 20.0 and row["seeds"] == [0, 1] and row["bpm_params_m"] == 0
+    json_path, md_path = write_table(tmp_path, 4, [row], "header")
+    assert json.loads(json_path.read_text())[0]["measured"] == row["measured"]
+    assert "| N = 0 | `t4-n0` | 0.850 ± 0.071 | 0.900 | 0.020 ± 0.000 | 0.027 |" in md_path.read_text()
+
+
+def test_submitit_local_job_returns_the_row_result(quick_table: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row handed to a submitit job (here a finished one: the job only reads its result)."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    variant = get_variant("t3-app")
+    run = RowRun(name=variant.name, table=3, config=variant.config, seed=0,
+                 folder=quick_table / variant.name, data_root=quick_table / "toy-data",
+                 datasets=("Toy",), recipe=QUICK_RECIPE, machine=Machine(device="cpu", workers=0))
+    options = LaunchOptions("submitit_local", gpus_per_row=0, cpus_per_task=1, mem_gb=4,
+                            timeout_min=10)
+    results = launch([run], options, tmp_path / "submitit")
+    assert results == [json.loads((run.folder / "result.json").read_text())]

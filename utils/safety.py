@@ -165,6 +165,15 @@ def recorded_source(folder: PathLike) -> Optional[dict]:
     return record if isinstance(record, dict) else None
 
 
+def source_differences(folder: PathLike, record: dict) -> list[str]:
+    """The keys in which ``folder``'s recorded source differs from ``record`` (none when it has
+    no record or the same one)."""
+    previous = recorded_source(folder)
+    if previous is None or previous == record:
+        return []
+    return sorted(k for k in set(record) | set(previous) if record.get(k) != previous.get(k))
+
+
 def record_source(folder: PathLike, record: dict) -> None:
     """Write ``folder``'s source record (atomically)."""
     save_json(record, Path(folder) / SOURCE_RECORD)
