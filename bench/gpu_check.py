@@ -197,7 +197,7 @@ def meta(dry: bool) -> dict:
 
 def make_toy(work: Path, dry: bool) -> None:
     """The toy training set the torchrun step reads."""
-    from utils.data.toy import QUICK, ToyConfig, make_toy_dataset
+    from utils.data.synthetic import QUICK, ToyConfig, make_toy_dataset
     make_toy_dataset(work / "toy", config=QUICK if dry else ToyConfig(), workers=1 if dry else 4)
 
 
@@ -245,7 +245,7 @@ def graphs_probe(dry: bool) -> dict:
     import torch
     from lib.fast import build_fast_model
     from lib.fsnet import FSNet
-    from lib.verify import randomize_weights
+    from tests.random_weights import randomize_weights
     cuda = torch.cuda.is_available() and not dry
     device = torch.device("cuda" if cuda else "cpu")
     size, batch, repeats = (64, 2, 2) if dry else (352, 32, 20)
