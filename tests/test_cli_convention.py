@@ -180,6 +180,13 @@ def test_argparse_errors_are_one_line(tool, capsys):
             assert "whole number" in line, line
 
 
+def test_missing_choices_are_listed(capsys):
+    line = _error_line(TOOLS["utils.weights"][0](), [], capsys)
+    assert "add one of fsnet, imagenet, raft" in line
+    line = _error_line(TOOLS["train.py"][0](), [], capsys)
+    assert "--train_type with one of pretrain_rgb, pretrain_flow, finetune" in line
+
+
 def test_close_option_names_are_suggested(capsys):
     parser = TOOLS["eval.vsod"][0]()
     line = _error_line(parser, ["--pred", "p", "--gt", "g", "--wrokers", "2"], capsys)
