@@ -183,7 +183,7 @@ def usage_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, str
     for pattern, fix in patterns:
         match = re.match(pattern, message)
         if match:
-            return message, fix(match)
+            return message.split(" (choose from ")[0], fix(match)
     if " — " in message:  # a type function's own "what — fix"
         what, _, fix = message.partition(" — ")
         return what, fix
