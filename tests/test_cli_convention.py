@@ -118,6 +118,19 @@ def test_shared_flags_mean_the_same(tool):
                 assert action.const == "bf16", f"{tool}: a bare --amp is not bf16"
 
 
+#: Tools that may download weights (RAFT, ImageNet) and must offer --offline.
+DOWNLOADING = ("train.py", "inference.py", "utils.flow", "utils.davis_import")
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_has_debug_and_downloads_can_be_refused(tool):
+    _converted(tool)
+    options = {name for action in _options(TOOLS[tool][0]()) for name in action.option_strings}
+    assert "--debug" in options
+    if tool in DOWNLOADING:
+        assert "--offline" in options
+
+
 def _value(action: argparse.Action) -> List[str]:
     """A valid command-line value for ``action``."""
     if action.nargs == 0:
