@@ -66,7 +66,7 @@ def fsnet(pretrained: bool = False, weights: Optional[str] = None, offline: bool
         ``FSNet``; ``model(image, flow) -> (pred_s, pred_e)`` logits.
     """
     _check_own_packages()
-    from dataclasses import replace
+    from dataclasses import asdict
 
     from lib.checkpoint import build_fsnet
     from lib.fsnet import FSNet, FSNetConfig
@@ -77,9 +77,12 @@ def fsnet(pretrained: bool = False, weights: Optional[str] = None, offline: bool
     if not (pretrained or weights is not None):
         return FSNet(FSNetConfig(**config))
     model = load_release(find_release()) if pretrained else build_fsnet(checkpoint_file(str(weights), offline))
-    saved = model.config
-    clashes = [f"{key}={value!r} (the file has {getattr(saved, key)!r})"
-               for key, value in config.items() if getattr(replace(saved, **{key: value}), key) != getattr(saved, key)]
+    saved = asdict(model.config)
+    unknown = sorted(set(config) - set(saved))
+    if unknown:
+        raise TypeError(f"FSNetConfig has no field {', '.join(unknown)}; its fields: {', '.join(saved)}")
+    clashes = [f"{key}={value!r} (the file has {saved[key]!r})"
+               for key, value in config.items() if saved[key] != value]
     if clashes:
         raise ValueError(f"the checkpoint's configuration differs: {', '.join(clashes)}; "
                          "leave these arguments out to use the file's")

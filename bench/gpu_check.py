@@ -1,4 +1,4 @@
-"""The GPU check: every GPU figure of docs/benchmarks.md in one run (< 8 min on one H100/H200),
+"""The prepared GPU check: every GPU figure of issue 13 in one run (< 8 min on one H100/H200),
 written to ONE JSON report. Usually started through ``bench/gpu_check.sh``.
 
     bench/gpu_check.sh [--out REPORT.json]     # default: $OUT/gpu_check.json, else ./gpu_check.json
@@ -150,7 +150,7 @@ def step_result(name: str, work: Path, output_tail: list[str]) -> object:
 
 
 def targets(steps: dict) -> dict:
-    """The GPU figures to compare with their targets, as this run measured them (None: not measured)."""
+    """The issue's GPU targets against what this run measured (None: not measured)."""
     graphs = (steps.get("inference_graphs") or {}).get("result") or {}
     rows = (steps.get("train_step") or {}).get("result") or []
     rate = {(r["batch"], r["option"]): r["samples_per_s"] for r in rows}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (< 8 min on one H100/H200): inference (bf16, batch 32,
+# The prepared GPU check of issue 13 (< 8 min on one H100/H200): inference (bf16, batch 32,
 # model-only and end-to-end, CUDA-graph replay), training steps (fp32 / bf16 / channels_last,
 # profiled) and a torchrun + NCCL run of train.py, in ONE JSON report.
 #

@@ -118,6 +118,19 @@ def test_shared_flags_mean_the_same(tool):
                 assert action.const == "bf16", f"{tool}: a bare --amp is not bf16"
 
 
+#: Tools that may download weights (RAFT, ImageNet) and must offer --offline.
+DOWNLOADING = ("train.py", "inference.py", "utils.flow", "utils.davis_import")
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_has_debug_and_downloads_can_be_refused(tool):
+    _converted(tool)
+    options = {name for action in _options(TOOLS[tool][0]()) for name in action.option_strings}
+    assert "--debug" in options
+    if tool in DOWNLOADING:
+        assert "--offline" in options
+
+
 def _value(action: argparse.Action) -> List[str]:
     """A valid command-line value for ``action``."""
     if action.nargs == 0:
@@ -178,6 +191,13 @@ def test_argparse_errors_are_one_line(tool, capsys):
         elif action.type is int:
             line = _error_line(parser, least + [action.option_strings[0], "x"], capsys)
             assert "whole number" in line, line
+
+
+def test_missing_choices_are_listed(capsys):
+    line = _error_line(TOOLS["utils.weights"][0](), [], capsys)
+    assert "add one of fsnet, imagenet, raft" in line
+    line = _error_line(TOOLS["train.py"][0](), [], capsys)
+    assert "--train_type with one of pretrain_rgb, pretrain_flow, finetune" in line
 
 
 def test_close_option_names_are_suggested(capsys):

@@ -86,6 +86,8 @@ def test_variant_checkpoint_loads_with_its_saved_configuration(tmp_path):
     assert model.config == variant.config and not model.training
     with pytest.raises(ValueError, match="streams='both'"):
         load("fsnet", weights=str(path), streams="both")
+    with pytest.raises(TypeError, match="no field colour"):
+        load("fsnet", weights=str(path), colour="red")
     random = load("fsnet", backbone="resnet50", num_bpm=2, rcam="concat")
     assert random.config == FSNetConfig(backbone="resnet50", num_bpm=2, rcam="concat")
 

@@ -177,17 +177,27 @@ def usage_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, str
          lambda m: f"use only one of {m['arg']} and {m['other']}"),
         (r"ambiguous option: (?P<opt>\S+) could match (?P<matches>.+)$",
          lambda m: f"spell the option out: one of {m['matches']}"),
-        (r"the following arguments are required: (?P<args>.+)$", lambda m: f"add {m['args']} ({more})"),
+        (r"the following arguments are required: (?P<args>.+)$", lambda m: _required(parser, m["args"], more)),
         (r"unrecognized arguments: (?P<args>.+)$", lambda m: _did_you_mean(parser, m["args"], more)),
     ]
     for pattern, fix in patterns:
         match = re.match(pattern, message)
         if match:
-            return message, fix(match)
+            return message.split(" (choose from ")[0], fix(match)
     if " — " in message:  # a type function's own "what — fix"
         what, _, fix = message.partition(" — ")
         return what, fix
     return message, more
+
+
+def _required(parser: argparse.ArgumentParser, missing: str, more: str) -> str:
+    """The fix for missing arguments; a missing sub-command lists the commands."""
+    names = {name.strip() for name in missing.split(",")}
+    for action in parser._actions:
+        if action.choices and names & {action.metavar, action.dest, *action.option_strings}:
+            which = f"{action.option_strings[0]} with one of" if action.option_strings else "one of"
+            return f"add {which} {', '.join(action.choices)} ({more})"
+    return f"add {missing} ({more})"
 
 
 def _did_you_mean(parser: argparse.ArgumentParser, unknown: str, more: str) -> str:
