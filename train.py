@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from experiments.variants import get_variant
 from lib.backbones import BACKBONES
 from lib.backbones.imagenet import find_imagenet_file
 from lib.checkpoint import CONFIG_KEY, Checkpoint, checkpoint_dict, config_difference
@@ -231,7 +232,6 @@ def resolve_variant(config: TrainConfig, explicit: Sequence[str] = ()) -> TrainC
     ``--backbone`` stays the run's own (the variants are defined for any backbone)."""
     if config.variant is None:
         return config
-    from experiments.variants import get_variant  # the named rows of the paper's tables
     try:
         variant = get_variant(config.variant).config
     except UserError:

@@ -1,4 +1,4 @@
 """FSNet model package."""
-from lib.fsnet import FSNet
+from lib.fsnet import FSNet, FSNetConfig
 
-__all__ = ["FSNet"]
+__all__ = ["FSNet", "FSNetConfig"]

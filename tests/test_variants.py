@@ -23,6 +23,7 @@ from lib.fsnet import FSNet, FSNetConfig
 from lib.verify import randomize_weights
 from utils.checkpoint import save_checkpoint
 from utils.inference.predict import load_predictor
+from utils.training.finetune_init import init_finetune
 
 SIZE = 64
 SMALL = FSNetConfig(backbone="resnet50", channel=8)
@@ -350,6 +351,18 @@ def test_init_from_a_full_model_reports_what_it_did_not_use():
     assert {"atten_rgb_0.1.weight", "bpm3.conv1.conv.conv_bn.0.weight", "RGBF_conv3.conv_bn.0.weight",
             "bpm1.conv_f1.0.conv_bn.0.weight", "resnet.conv1.weight"} <= unused
     assert "bpm1.conv_f5.0.conv_bn.0.weight" not in unused
+
+
+def test_single_stream_finetune_starts_from_its_one_stage(tmp_path: Path):
+    stage = _small_net("appearance")
+    path = tmp_path / "last.pth"
+    save_checkpoint(checkpoint_dict(stage, epoch=1), path)
+    model = FSNet(stage.config)
+    assert init_finetune(model, path, None) == []
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stage.state_dict().items())
+    with pytest.raises(ValueError, match="holds an FSNet with streams='appearance' but this run "
+                                         "trains streams='motion'"):
+        init_finetune(FSNet(replace(stage.config, streams="motion")), None, path)
 
 
 # ----------------------------------------------------------------------------- train.py

@@ -2,12 +2,14 @@
 
 ``last.pth`` is a dict that ``torch.load(..., weights_only=True)`` can read:
 
-* ``model``: bare state_dict (no ``module.`` prefix), loadable by ``utils.checkpoint``;
+* ``model``: bare state_dict (no ``module.`` prefix), loadable by ``lib.checkpoint.build_fsnet``;
 * ``optimizer``, ``scaler`` (fp16 only): their state_dicts;
 * ``epoch`` (0-based epoch to run next), ``batch_in_epoch`` (global batches of that epoch already
   done), ``global_step`` (batches done in all), ``finished`` (all epochs done);
 * ``rng``: the python / numpy / torch / CUDA generator states of every rank, by rank;
 * ``args``: the run's ``TrainConfig`` as a dict, checked against the resuming run's.
+* ``config``: the architecture (``asdict(FSNetConfig)``, :mod:`lib.checkpoint`); a resume of
+  another architecture is refused.
 
 Every tensor of a saved state is finite (train.py checks before saving, and every reader
 refuses a file with a NaN/inf tensor). The learning rate is a pure function of the epoch (see
