@@ -26,7 +26,7 @@ from experiments.cost import PAPER_SIZE, forward_seconds, measure_cost, time_rat
 from experiments.launch import LAUNCHERS, LaunchOptions, launch, require_submitit
 from experiments.report import QUICK_NOTE, table_row, write_table
 from experiments.runner import (PAPER_RECIPE, QUICK_RECIPE, Machine, Recipe, RowRun,
-                                check_folder, is_done, run_folder)
+                                check_folder, is_done, result_of, run_folder)
 from experiments.variants import PAPER_BACKBONE, PAPER_DATASETS, TABLES, VARIANTS, Variant, table_rows
 from lib.backbones import BACKBONES
 from utils.cli import BadInputError, MissingInputError, make_parser, run_guarded
@@ -216,7 +216,7 @@ def run_table(args: argparse.Namespace) -> int:
                             args.cpus_per_task, args.mem_gb, args.timeout_min, not args.no_wait)
     if launch(todo, options, out / "submitit") is None:
         return 0
-    results = [json.loads((run.folder / "result.json").read_text()) for run in runs]
+    results = [result_of(run) for run in runs]
     rows = [table_row(variant, [r for r in results if r["name"] == variant.name], args.quick)
             for variant in variants]
     for path in write_table(out, args.table, rows, table_header(args, data_root)):
@@ -230,6 +230,8 @@ def run_cost(args: argparse.Namespace) -> int:
     the released configuration (N = 4) measured in one run."""
     variants = selected_rows(args)
     device = resolve_device(args.device)
+    if args.out:
+        check_writable(args.out)
     configs = [replace(variant.config, backbone=args.backbone) for variant in variants]
     reference = next((i for i, c in enumerate(configs) if c.is_released), None)
     costs = [measure_cost(config) for config in configs]

@@ -58,7 +58,8 @@ class Recipe:
     def train_fields(self) -> dict[str, Any]:
         """The recipe as train.TrainConfig keyword arguments: the last epoch runs at lr/10 (the
         paper's 20 epochs: train.py's default ``--decay_epoch 19``) and is the one exported."""
-        return {"epoch": self.epoch, "decay_epoch": self.epoch - 1, "lr": self.lr, "batchsize": self.batchsize, "trainsize": self.trainsize,
+        return {"epoch": self.epoch, "decay_epoch": self.epoch - 1, "lr": self.lr,
+                "batchsize": self.batchsize, "trainsize": self.trainsize,
                 "rates": list(self.rates), "max_samples": self.max_samples,
                 "no_imagenet": self.no_imagenet, "save_from_epoch": self.epoch}
 
@@ -140,9 +141,14 @@ def check_folder(run: RowRun) -> None:
                             "choose another --out, or delete that folder to run this one there")
 
 
+def result_of(run: RowRun) -> Optional[dict[str, Any]]:
+    """The row's ``result.json`` (``None`` before it has finished)."""
+    return _read_json(run.folder / RESULT)
+
+
 def is_done(run: RowRun) -> bool:
     """Whether the row's result holds every requested dataset."""
-    result = _read_json(run.folder / RESULT)
+    result = result_of(run)
     return result is not None and all(dataset_label(name) in result["measured"]
                                       for name in run.datasets)
 
@@ -151,12 +157,13 @@ def run_row(run: RowRun) -> dict[str, Any]:
     """Train, predict and score one row (resuming what exists); return its result."""
     check_folder(run)
     if is_done(run):
-        return _read_json(run.folder / RESULT)
+        return result_of(run)
     run.folder.mkdir(parents=True, exist_ok=True)
     with output_lock(run.folder, "experiments.ablation"):
         record_source(run.folder, run.record())
         phases = _Phases(run.folder / PHASES)
-        for stage in _unfinished_stages(run):
+        trained = result_of(run) is not None  # scored before, now asked for another test set
+        for stage in [] if trained else _unfinished_stages(run):
             phases.run(f"train {stage}", lambda s=stage: train_stage(run, s))
         phases.run("maps", lambda: inference.predict(_inference_config(run)))
         scores = phases.run("eval.vsod", lambda: vsod.evaluate(run.maps, run.test_root,
