@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,7 +26,7 @@ from experiments.cost import PAPER_SIZE, forward_seconds, measure_cost, time_rat
 from experiments.launch import LAUNCHERS, LaunchOptions, launch, require_submitit
 from experiments.report import QUICK_NOTE, table_row, write_table
 from experiments.runner import (PAPER_RECIPE, QUICK_RECIPE, Machine, Recipe, RowRun,
-                                check_folder, is_done, run_folder)
+                                check_folder, is_done, result_of, run_folder)
 from experiments.variants import PAPER_BACKBONE, PAPER_DATASETS, TABLES, VARIANTS, Variant, table_rows
 from lib.backbones import BACKBONES
 from utils.cli import BadInputError, MissingInputError, make_parser, run_guarded
@@ -33,7 +34,6 @@ from utils.data.toy import make_toy_dataset
 from utils.device import resolve_device
 from utils.io import write_text
 from utils.safety import check_outputs_apart, check_writable
-from utils.training import distributed
 
 QUICK_DATASET = "Toy"
 
@@ -73,12 +73,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     cluster = parser.add_argument_group("launcher (submitit)")
     defaults = LaunchOptions()
     cluster.add_argument("--launcher", choices=LAUNCHERS, default=defaults.launcher,
-                         help="local: rows one after another here (under torchrun: DDP); "
-                              "submitit_local / slurm: one submitit job per row")
+                         help="local: rows one after another here; submitit_local / slurm: one "
+                              "submitit job per row")
     cluster.add_argument("--partition", help="SLURM partition")
     cluster.add_argument("--account", help="SLURM account")
     cluster.add_argument("--gpus_per_row", type=int, default=defaults.gpus_per_row,
-                         help="GPUs (= DDP tasks) of one row's job; 0 = CPU")
+                         help="GPUs of one row (its job's, with slurm); more than 1: every stage "
+                              "trains under torchrun with one DDP process per GPU")
     cluster.add_argument("--cpus_per_task", type=int, default=defaults.cpus_per_task)
     cluster.add_argument("--mem_gb", type=int, default=defaults.mem_gb, help="memory per job")
     cluster.add_argument("--timeout_min", type=int, default=defaults.timeout_min,
@@ -124,6 +125,9 @@ def check_args(args: argparse.Namespace) -> None:
         (any(seed < 0 for seed in args.seeds) or len(set(args.seeds)) != len(args.seeds),
          f"--seeds {args.seeds} must be distinct integers >= 0"),
         (args.gpus_per_row < 0, f"--gpus_per_row {args.gpus_per_row} must be >= 0"),
+        ("LOCAL_RANK" in os.environ,
+         "experiments.ablation runs its own torchrun for each stage: start it with python "
+         "-m experiments.ablation --gpus_per_row N, not under torchrun"),
         (args.timeout_min < 1, f"--timeout_min {args.timeout_min} must be >= 1"),
         (args.workers < 0, f"--workers {args.workers} must be >= 0"),
         (args.cost_size < 32 or args.cost_size % 32, f"--cost_size {args.cost_size} must be a "
@@ -145,7 +149,8 @@ def row_runs(args: argparse.Namespace, variants: Sequence[Variant], data_root: P
     """One run per (row, seed), in table order."""
     machine = Machine(device="cpu" if args.quick else args.device,
                       workers=0 if args.quick else args.workers, imagenet=args.imagenet,
-                      offline=args.offline, keep_checkpoints=not args.quick)
+                      offline=args.offline, processes=max(1, args.gpus_per_row),
+                      keep_checkpoints=not args.quick)
     out = Path(args.out)
     return [RowRun(name=variant.name, table=variant.table,
                    config=replace(variant.config, backbone=args.backbone), seed=seed,
@@ -202,17 +207,16 @@ def run_table(args: argparse.Namespace) -> int:
     runs = row_runs(args, variants, data_root, requested_datasets(args))
     for run in runs:
         check_folder(run)
-    if distributed.rank_from_env() == 0:
-        check_writable(out)
+    check_writable(out)
     prepare_data(args, data_root)
     todo = [run for run in runs if not is_done(run)]
     print(f"table {args.table}: {len(runs) - len(todo)} of {len(runs)} row run(s) finished, "
           f"{len(todo)} to run -> {out}")
     options = LaunchOptions(args.launcher, args.partition, args.account, args.gpus_per_row,
                             args.cpus_per_task, args.mem_gb, args.timeout_min, not args.no_wait)
-    if launch(todo, options, out / "submitit") is None or distributed.rank_from_env() != 0:
+    if launch(todo, options, out / "submitit") is None:
         return 0
-    results = [json.loads((run.folder / "result.json").read_text()) for run in runs]
+    results = [result_of(run) for run in runs]
     rows = [table_row(variant, [r for r in results if r["name"] == variant.name], args.quick)
             for variant in variants]
     for path in write_table(out, args.table, rows, table_header(args, data_root)):
@@ -226,6 +230,8 @@ def run_cost(args: argparse.Namespace) -> int:
     the released configuration (N = 4) measured in one run."""
     variants = selected_rows(args)
     device = resolve_device(args.device)
+    if args.out:
+        check_writable(args.out)
     configs = [replace(variant.config, backbone=args.backbone) for variant in variants]
     reference = next((i for i, c in enumerate(configs) if c.is_released), None)
     costs = [measure_cost(config) for config in configs]

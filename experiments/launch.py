@@ -1,11 +1,10 @@
 """Run ablation rows here, one after another, or hand each row to a job through submitit.
 
-``local`` calls :func:`experiments.runner.run_row` in this process (under torchrun every rank
-does, and the rows train with DDP). ``submitit_local`` and ``slurm`` submit one job per row with
-submitit (the launcher of FAIR's DETR, DINO and ConvNeXt); a row with ``gpus_per_row`` > 1 runs
-as that many tasks on one node, one per GPU, and :func:`run_row_job` turns SLURM's task variables
-into torchrun's (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) so that train.py's DDP
-runs unchanged. Job logs go to ``<out>/submitit/``.
+``local`` calls :func:`experiments.runner.run_row` in this process. ``submitit_local`` and
+``slurm`` submit one job per row with submitit (the launcher of FAIR's DETR, DINO and ConvNeXt):
+one task on one node with ``gpus_per_row`` GPUs, whose stages train under ``torchrun
+--standalone`` when there are several (experiments.runner.train_stage). Job logs go to
+``<out>/submitit/``.
 """
 from __future__ import annotations
 
@@ -44,8 +43,8 @@ def require_submitit() -> Any:
 
 
 def make_executor(options: LaunchOptions, folder: Path) -> Any:
-    """A submitit executor for ``options`` (cluster ``local`` or ``slurm``) logging into ``folder``.
-    One node per row, one task per GPU (one task without GPUs)."""
+    """A submitit executor for ``options`` (cluster ``local`` or ``slurm``) logging into ``folder``:
+    one task on one node per row, with ``gpus_per_row`` GPUs."""
     submitit = require_submitit()
     cluster = "local" if options.launcher == "submitit_local" else "slurm"
     try:
@@ -54,9 +53,8 @@ def make_executor(options: LaunchOptions, folder: Path) -> Any:
         raise UserError(f"--launcher {options.launcher}: {error}",
                         "run on the cluster's login node, or use --launcher local or "
                         "submitit_local") from None
-    tasks = max(1, options.gpus_per_row)
     parameters: dict[str, Any] = {
-        "name": "fsnet-ablation", "nodes": 1, "tasks_per_node": tasks,
+        "name": "fsnet-ablation", "nodes": 1, "tasks_per_node": 1,
         "cpus_per_task": options.cpus_per_task, "mem_gb": options.mem_gb,
         "timeout_min": options.timeout_min}
     if options.gpus_per_row:
@@ -69,23 +67,14 @@ def make_executor(options: LaunchOptions, folder: Path) -> Any:
     return executor
 
 
-def run_row_job(run: RowRun) -> Optional[dict[str, Any]]:
-    """A submitted row: in a job of several tasks, export torchrun's variables first."""
-    import submitit
-    environment = submitit.JobEnvironment()
-    if environment.num_tasks > 1:
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    return run_row(run)
-
-
 def launch(runs: Sequence[RowRun], options: LaunchOptions, folder: Path
-           ) -> Optional[list[Optional[dict[str, Any]]]]:
-    """Run ``runs`` as ``options`` says; return their results (rank 0's), or ``None`` when the
-    jobs were submitted without waiting."""
+           ) -> Optional[list[dict[str, Any]]]:
+    """Run ``runs`` as ``options`` says; return their results, or ``None`` when the jobs were
+    submitted without waiting."""
     if options.launcher == "local" or not runs:
         return [run_row(run) for run in runs]
     executor = make_executor(options, folder)
-    jobs = [executor.submit(run_row_job, run) for run in runs]
+    jobs = [executor.submit(run_row, run) for run in runs]
     for run, job in zip(runs, jobs):
         print(f"submitted {run.name} (seed {run.seed}) as job {job.job_id}; log {job.paths.stdout}")
     if not options.wait:
@@ -93,10 +82,10 @@ def launch(runs: Sequence[RowRun], options: LaunchOptions, folder: Path
     return [_job_result(run, job) for run, job in zip(runs, jobs)]
 
 
-def _job_result(run: RowRun, job: Any) -> Optional[dict[str, Any]]:
-    """The row's result from its job (rank 0's task); a failed job is one ``UserError``."""
+def _job_result(run: RowRun, job: Any) -> dict[str, Any]:
+    """The row's result from its job; a failed job is one ``UserError``."""
     try:
-        return job.results()[0]
+        return job.result()
     except Exception as error:  # submitit re-raises the job's error with its remote traceback
         last = str(error).strip().splitlines()[-1:] or ["unknown error"]
         raise UserError(f"row {run.name} (seed {run.seed}) failed in job {job.job_id}: {last[0]}",

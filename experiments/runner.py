@@ -13,12 +13,14 @@ other than 0)::
 Every phase calls the library entry of the command-line tool (``train.train``,
 ``inference.predict``, ``eval.vsod.evaluate``); re-running resumes: finished stages are kept,
 an interrupted stage continues from its ``last.pth`` (``--resume auto``), maps already written
-are kept (``--skip_existing``). Under torchrun (or a multi-task SLURM job) every rank trains and
-only rank 0 writes maps and scores.
+are kept (``--skip_existing``). With several GPUs a stage runs as ``torchrun train.py`` (DDP).
 """
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,10 +30,9 @@ import inference
 import train
 from eval import vsod
 from lib.fsnet import FSNetConfig
-from utils.cli import OutputExistsError
+from utils.cli import OutputExistsError, UserError
 from utils.io import save_json
 from utils.safety import output_lock, real_path, record_source, source_differences
-from utils.training import distributed
 from utils.training.finetune_init import PRETRAIN_STAGES
 from utils.training.state import is_finished
 from experiments.cost import measure_cost
@@ -57,7 +58,8 @@ class Recipe:
     def train_fields(self) -> dict[str, Any]:
         """The recipe as train.TrainConfig keyword arguments: the last epoch runs at lr/10 (the
         paper's 20 epochs: train.py's default ``--decay_epoch 19``) and is the one exported."""
-        return {"epoch": self.epoch, "decay_epoch": self.epoch - 1, "lr": self.lr, "batchsize": self.batchsize, "trainsize": self.trainsize,
+        return {"epoch": self.epoch, "decay_epoch": self.epoch - 1, "lr": self.lr,
+                "batchsize": self.batchsize, "trainsize": self.trainsize,
                 "rates": list(self.rates), "max_samples": self.max_samples,
                 "no_imagenet": self.no_imagenet, "save_from_epoch": self.epoch}
 
@@ -77,6 +79,7 @@ class Machine:
     workers: int = 4
     imagenet: Optional[str] = None
     offline: bool = False
+    processes: int = 1  # training processes per stage (> 1: torchrun DDP, one per GPU)
     keep_checkpoints: bool = True  # False: a finished row keeps only its final checkpoint
 
 
@@ -138,30 +141,30 @@ def check_folder(run: RowRun) -> None:
                             "choose another --out, or delete that folder to run this one there")
 
 
+def result_of(run: RowRun) -> Optional[dict[str, Any]]:
+    """The row's ``result.json`` (``None`` before it has finished)."""
+    return _read_json(run.folder / RESULT)
+
+
 def is_done(run: RowRun) -> bool:
     """Whether the row's result holds every requested dataset."""
-    result = _read_json(run.folder / RESULT)
+    result = result_of(run)
     return result is not None and all(dataset_label(name) in result["measured"]
                                       for name in run.datasets)
 
 
-def run_row(run: RowRun) -> Optional[dict[str, Any]]:
-    """Train, predict and score one row (resuming what exists); return its result (rank 0) or
-    ``None`` (other ranks, which only train)."""
-    is_main = distributed.rank_from_env() == 0
+def run_row(run: RowRun) -> dict[str, Any]:
+    """Train, predict and score one row (resuming what exists); return its result."""
     check_folder(run)
     if is_done(run):
-        return _read_json(run.folder / RESULT) if is_main else None
-    if not is_main:
-        for stage in _unfinished_stages(run):
-            train.train(_train_config(run, stage))
-        return None
+        return result_of(run)
     run.folder.mkdir(parents=True, exist_ok=True)
     with output_lock(run.folder, "experiments.ablation"):
         record_source(run.folder, run.record())
         phases = _Phases(run.folder / PHASES)
-        for stage in _unfinished_stages(run):
-            phases.run(f"train {stage}", lambda s=stage: train.train(_train_config(run, s)))
+        trained = result_of(run) is not None  # scored before, now asked for another test set
+        for stage in [] if trained else _unfinished_stages(run):
+            phases.run(f"train {stage}", lambda s=stage: train_stage(run, s))
         phases.run("maps", lambda: inference.predict(_inference_config(run)))
         scores = phases.run("eval.vsod", lambda: vsod.evaluate(run.maps, run.test_root,
                                                                list(run.datasets)))
@@ -174,6 +177,30 @@ def run_row(run: RowRun) -> Optional[dict[str, Any]]:
         if not run.machine.keep_checkpoints:
             prune(run)
     return result
+
+
+def train_stage(run: RowRun, stage: str) -> None:
+    """Train (or resume) one stage: ``train.train`` in this process, or with ``processes`` > 1
+    ``torchrun --standalone --nproc_per_node=<processes> train.py ...`` (DDP, one process per
+    GPU; train.py starts and ends its process group once per run)."""
+    config = train_config(run, stage)
+    if run.machine.processes <= 1:
+        train.train(config)
+        return
+    command = torchrun_command(config, run.machine.processes)
+    print("running " + shlex.join(command), flush=True)
+    code = subprocess.run(command, check=False).returncode
+    if code:
+        raise UserError(f"{stage} of row {run.name} stopped with exit status {code} (train.py's "
+                        "message is above)", "fix its cause and run the same command again: the "
+                        "stage resumes from its last.pth")
+
+
+def torchrun_command(config: train.TrainConfig, processes: int) -> list[str]:
+    """The torchrun command line that trains ``config`` with ``processes`` DDP processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", str(Path(train.__file__).resolve()),
+            *train.config_argv(config)]
 
 
 def checkpoint(run: RowRun) -> Path:
@@ -221,7 +248,7 @@ def _unfinished_stages(run: RowRun) -> list[str]:
             if not is_finished(_stage_folder(run, stage) / "last.pth")]
 
 
-def _train_config(run: RowRun, stage: str) -> train.TrainConfig:
+def train_config(run: RowRun, stage: str) -> train.TrainConfig:
     """train.py's configuration of one stage of the row (resuming its last.pth if any)."""
     config = run.config
     return train.TrainConfig(

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
+import train
 from eval import vsod
 from experiments import ablation, runner
 from experiments.cost import measure_cost
@@ -18,6 +20,7 @@ from experiments.report import table_row, write_table
 from experiments.runner import QUICK_RECIPE, Machine, RowRun, dataset_label, is_done
 from experiments.variants import VARIANTS, get_variant, table_rows
 from lib.fsnet import FSNetConfig
+from utils.cli import UserError
 from tests.cli_checks import REPO, assert_user_error, checksums
 
 PAPER = REPO.parent / "shared" / "reference" / "paper_ablations.md"
@@ -166,9 +169,38 @@ def test_slurm_job_is_configured_from_the_flags(tmp_path: Path,
                             cpus_per_task=8, mem_gb=128, timeout_min=600)
     executor = make_executor(options, tmp_path / "submitit")
     script = executor._executor._make_submission_file_text("python -m job", "0")
-    for line in ("--partition=gpu", "--account=lab", "--gpus-per-node=4", "--ntasks-per-node=4",
+    for line in ("--partition=gpu", "--account=lab", "--gpus-per-node=4", "--ntasks-per-node=1",
                  "--nodes=1", "--cpus-per-task=8", "--mem=128GB", "--time=600"):
         assert f"#SBATCH {line}" in script, line
+
+
+def test_several_gpus_train_each_stage_under_torchrun(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    variant = get_variant("t5-mo2app-toapp")
+    run = RowRun(name=variant.name, table=5, config=variant.config, seed=2, folder=tmp_path / "row",
+                 data_root=tmp_path / "data", datasets=("DAVIS",), recipe=runner.PAPER_RECIPE,
+                 machine=Machine(processes=4))
+    commands = []
+    monkeypatch.setattr(runner.subprocess, "run", lambda command, check: commands.append(command)
+                        or subprocess.CompletedProcess(command, 0))
+    runner.train_stage(run, "pretrain_flow")
+    (command,) = commands
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert Path(command[5]) == REPO / "train.py"
+    config = train.parse_config(command[6:])  # the command line gives back the stage's config
+    assert config == runner.train_config(run, "pretrain_flow")
+    assert (config.rcam, config.bpm, config.seed, config.resume) == ("mo2app", "to_appearance", 2, "auto")
+    monkeypatch.setattr(runner.subprocess, "run",
+                        lambda command, check: subprocess.CompletedProcess(command, 1))
+    with pytest.raises(UserError, match="pretrain_flow of row t5-mo2app-toapp stopped"):
+        runner.train_stage(run, "pretrain_flow")
+
+
+def test_running_under_torchrun_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    code = ablation.main(["--table", "3", "--quick", "--out", "unused"])
+    assert_user_error(code, capsys.readouterr().err, "--gpus_per_row")
 
 
 # ----------------------------------------------------------------------------- quick, end to end
