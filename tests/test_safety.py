@@ -4,15 +4,20 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.cli_checks import assert_user_error
 from utils.cli import BadInputError, UserError, make_parser, progress, run_guarded
 from utils.safety import (LOCK_NAME, check_outputs_apart, check_writable, output_lock,
-                          remove_stale_temporaries)
+                          path_conflicts, remove_stale_temporaries)
 
 
 def _run(work, capsys, debug=False):
@@ -132,3 +137,116 @@ def test_remove_stale_temporaries_keeps_real_files(tmp_path):
     (tmp_path / "seq" / "00001.png").write_bytes(b"png")
     assert remove_stale_temporaries(tmp_path) == 1
     assert (tmp_path / "seq" / "00001.png").exists()
+
+
+# --------------------------------------------------------------------- path conflicts, as a property
+
+class _Layout:
+    """A random tree of folders, files, hard links and symlinks (absolute or relative targets),
+    built on disk under ``root`` and mirrored by a model that resolves paths on its own."""
+
+    def __init__(self, data, root: Path) -> None:
+        self.root, self.parent, self.entries = root, {0: None}, {0: {}}
+        for index in range(1, data.draw(st.integers(1, 4)) + 1):
+            parent = data.draw(st.integers(0, index - 1))
+            self.parent[index], self.entries[index] = parent, {}
+            self.entries[parent][f"d{index}"] = ("dir", index)
+            self.path(("dir", index)).mkdir()
+        files = []
+        for index in range(data.draw(st.integers(0, 3))):
+            folder = data.draw(st.sampled_from(sorted(self.parent)))
+            node = ("file", index, folder, f"f{index}.png")
+            self.entries[folder][node[3]] = node
+            self.path(node).write_bytes(b"x" * index)
+            files.append(node)
+        for index in range(data.draw(st.integers(0, 2)) if files else 0):
+            source, folder = data.draw(st.sampled_from(files)), data.draw(st.sampled_from(sorted(self.parent)))
+            node = ("file", source[1], folder, f"h{index}.png")  # same inode group as source
+            os.link(self.path(source), self.path(node))
+            self.entries[folder][node[3]] = node
+        targets = [("dir", i) for i in self.parent] + files
+        for index in range(data.draw(st.integers(0, 3))):
+            folder, target = data.draw(st.sampled_from(sorted(self.parent))), data.draw(st.sampled_from(targets))
+            link = self.path(("dir", folder)) / f"l{index}"
+            spelled = self.path(target)
+            if data.draw(st.booleans()):
+                spelled = Path(os.path.relpath(spelled, link.parent))
+            link.symlink_to(spelled)
+            self.entries[folder][f"l{index}"] = target
+
+    def path(self, node) -> Path:
+        """The physical path of a model node."""
+        if node[0] == "file":
+            return self.path(("dir", node[2])) / node[3]
+        names, index = [], node[1]
+        while index:
+            names.append(next(n for n, e in self.entries[self.parent[index]].items() if e == ("dir", index)))
+            index = self.parent[index]
+        return self.root.joinpath(*reversed(names))
+
+    def spelling(self, data, cwd: int):
+        """A path spelled with '..', '.', symlinks, relative or absolute; and the model node it
+        names: ("dir", i), ("file", group, folder, name) or ("new", folder, names)."""
+        here = 0 if data.draw(st.booleans()) else cwd
+        parts = [str(self.root)] if here == 0 and data.draw(st.booleans()) else []
+        if here == 0 and not parts:
+            parts = [os.path.relpath(self.root, self.path(("dir", cwd)))]
+        for _ in range(data.draw(st.integers(0, 4))):
+            dirs = [n for n, e in self.entries[here].items() if e[0] == "dir"]
+            step = data.draw(st.sampled_from(dirs + [".", ".."] if here else dirs + ["."]))
+            parts.append(step)
+            here = (self.parent[here] if step == ".." else here if step == "." else
+                    self.entries[here][step][1])
+        files = [n for n, e in self.entries[here].items() if e[0] == "file"]
+        end = data.draw(st.sampled_from(["folder", "new"] + (["file"] if files else [])))
+        if end == "file":
+            name = data.draw(st.sampled_from(files))
+            return os.path.join(*parts, name), self.entries[here][name]
+        if end == "new":
+            names = tuple(data.draw(st.lists(st.sampled_from(["n0", "n1"]), min_size=1, max_size=2)))
+            return os.path.join(*parts, *names), ("new", here, names)
+        return os.path.join(*parts) if parts else ".", ("dir", here)
+
+    def folders_above(self, node) -> list:
+        """Every folder that physically holds ``node`` (its chain of parents)."""
+        index = node[1] if node[0] == "new" else node[2] if node[0] == "file" else self.parent[node[1]]
+        chain = []
+        while index is not None:
+            chain.append(index)
+            index = self.parent[index]
+        return chain
+
+    def same(self, a, b) -> bool:
+        return a == b or (a[0] == b[0] == "file" and a[1] == b[1])
+
+    def inside(self, a, b) -> bool:
+        if b[0] == "dir":
+            return b[1] in self.folders_above(a)
+        return a[0] == b[0] == "new" and a[1] == b[1] and a[2][:len(b[2])] == b[2] and a != b
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_path_conflicts_for_any_layout_and_spelling(data):
+    """For any layout of files, hard links and symlinks and any spelling of the paths: exactly the
+    outputs that equal, lie inside or contain an input, and the outputs naming one file, are
+    reported."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory() as folder:
+        layout = _Layout(data, Path(os.path.realpath(folder)))
+        os.chdir(layout.path(("dir", data.draw(st.sampled_from(sorted(layout.parent))))))
+        try:
+            cwd = next(i for i in layout.parent if layout.path(("dir", i)) == Path.cwd())
+            reads = [layout.spelling(data, cwd) for _ in range(data.draw(st.integers(1, 3)))]
+            writes = [layout.spelling(data, cwd) for _ in range(data.draw(st.integers(1, 3)))]
+            problems = path_conflicts({f"in{i}": p for i, (p, _) in enumerate(reads)},
+                                      {f"out{i}": p for i, (p, _) in enumerate(writes)})
+        finally:
+            os.chdir(previous)
+    expected = {(f"out{i}", f"in{j}") for i, (_, w) in enumerate(writes) for j, (_, r) in enumerate(reads)
+                if layout.same(w, r) or layout.inside(w, r) or layout.inside(r, w)}
+    expected |= {(f"out{i}", f"out{j}") for i, (_, a) in enumerate(writes)
+                 for j, (_, b) in enumerate(writes) if i < j and layout.same(a, b)}
+    found = {(p.split(" ", 1)[0], re.search(r" (in\d+|out\d+) ", p.split(" ", 2)[2]).group(1))
+             for p in problems}
+    assert found == expected and len(problems) == len(expected), (reads, writes, problems)

@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Union
+from dataclasses import dataclass
+from typing import FrozenSet, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from utils.cli import UserError, os_error_message
 from utils.io import save_json
@@ -23,32 +24,92 @@ TEMP_PATTERN = ".*.tmp"  # what utils.io.atomic_path leaves behind when a proces
 
 
 def real_path(path: PathLike) -> Path:
-    """Absolute path with symlinks followed (the path need not exist)."""
+    """Absolute path with ``~``, ``..`` and symlinks resolved (the path need not exist)."""
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
 
 
-def _related(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents
+PathSpec = Union[PathLike, Iterable[PathLike], None]  # one path, several, or None (not used)
+SHOWN_CONFLICTS = 10
 
 
-def check_outputs_apart(inputs: Mapping[str, Optional[PathLike]],
-                        outputs: Mapping[str, Optional[PathLike]]) -> None:
-    """Refuse any output that is, contains or lies inside an input (real paths compared).
+@dataclass(frozen=True)
+class _Place:
+    """A path as given and where it really is: its real path, and the (device, inode) of the
+    real path and of each existing parent, so that hard links and bind mounts compare equal."""
 
-    ``inputs`` and ``outputs`` map a description (e.g. ``"--frames"``) to a path; ``None``
-    entries are ignored. All conflicts are reported in one error.
-    """
-    problems = []
-    for out_name, out_path in outputs.items():
-        if out_path is None:
+    name: str
+    given: str
+    real: Path
+    node: Optional[Tuple[int, int]]
+    parents: FrozenSet[Tuple[int, int]]
+
+    def same(self, other: "_Place") -> bool:
+        return self.real == other.real or (self.node is not None and self.node == other.node)
+
+    def inside(self, other: "_Place") -> bool:
+        """True if this path lies strictly inside ``other``."""
+        return other.real in self.real.parents or (other.node is not None
+                                                   and other.node in self.parents)
+
+
+def _node(path: Path) -> Optional[Tuple[int, int]]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _place(name: str, path: PathLike) -> _Place:
+    real = real_path(path)
+    parents = frozenset(filter(None, (_node(parent) for parent in real.parents)))
+    return _Place(name, os.fspath(path), real, _node(real), parents)
+
+
+def _places(paths: Mapping[str, PathSpec]) -> List[_Place]:
+    places = []
+    for name, spec in paths.items():
+        if spec is None:
             continue
-        out_real = real_path(out_path)
-        for in_name, in_path in inputs.items():
-            if in_path is not None and _related(out_real, real_path(in_path)):
-                problems.append(f"{out_name} {out_path} overlaps {in_name} {in_path}")
+        many = not isinstance(spec, (str, bytes, os.PathLike))
+        places += [_place(name, path) for path in (spec if many else [spec]) if path is not None]
+    return places
+
+
+def path_conflicts(inputs: Mapping[str, PathSpec], outputs: Mapping[str, PathSpec]) -> List[str]:
+    """Every way an output would touch an input or another output, as readable lines.
+
+    ``inputs`` / ``outputs`` map a description (e.g. ``"--frames"``) to a path, a list of paths
+    or ``None``. Paths are compared after full resolution (``~``, ``..``, symlinks, relative vs
+    absolute) and by (device, inode), which also catches hard links and bind mounts. An output
+    conflicts with an input it equals, lies inside or contains; two outputs conflict when they
+    are the same file.
+    """
+    reads, writes = _places(inputs), _places(outputs)
+    problems = []
+    for out in writes:
+        for read in reads:
+            relation = ("the same file" if out.same(read) else "lies inside it"
+                        if out.inside(read) else "contains it" if read.inside(out) else None)
+            if relation:
+                problems.append(f"{out.name} {out.given} overlaps {read.name} {read.given} "
+                                f"({relation})")
+    for index, first in enumerate(writes):
+        problems += [f"{first.name} {first.given} and {second.name} {second.given} both name one "
+                     "file" for second in writes[index + 1:] if first.same(second)]
+    return list(dict.fromkeys(problems))
+
+
+def check_outputs_apart(inputs: Mapping[str, PathSpec], outputs: Mapping[str, PathSpec]) -> None:
+    """Refuse any output that is, contains or lies inside an input, and any two outputs that are
+    one file (see :func:`path_conflicts`); all conflicts are reported in one error."""
+    problems = path_conflicts(inputs, outputs)
     if problems:
-        raise UserError("refusing to write where the inputs are read: " + "; ".join(problems),
-                        "choose an output path outside every input file and folder")
+        shown = "; ".join(problems[:SHOWN_CONFLICTS])
+        more = f"; ... and {len(problems) - SHOWN_CONFLICTS} more" if len(problems) > SHOWN_CONFLICTS else ""
+        raise UserError(f"refusing to write where the inputs are read or another output is "
+                        f"written ({len(problems)} conflict(s)): {shown}{more}",
+                        "choose output paths outside every input file and folder, one per output")
 
 
 def check_writable(folder: PathLike, what: str = "output folder") -> Path:
