@@ -32,7 +32,7 @@ from utils.data.toy import make_toy_dataset
 from utils.device import resolve_device
 from utils.inference.overlay import write_overlay_gif
 from utils.io import write_text
-from utils.safety import LOCK_NAME, check_writable, output_lock
+from utils.safety import LOCK_NAME, check_outputs_apart, check_writable, output_lock
 from utils.training.state import is_finished
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
@@ -123,6 +123,8 @@ def check_inputs(args: argparse.Namespace, paths: DemoPaths) -> None:
     if args.imagenet and not Path(args.imagenet).is_file():
         raise MissingInputError(f"--imagenet {args.imagenet} does not exist",
                                 "pass an ImageNet backbone file, or drop --imagenet")
+    check_outputs_apart({"--imagenet": args.imagenet}, {
+        "the toy data set": paths.data, "the run folder": paths.run, "the result folder": paths.result})
     for folder in (paths.data.parent, paths.snapshot, paths.result):
         check_writable(folder)
 

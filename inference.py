@@ -314,9 +314,19 @@ def _dataset_jobs(config: InferenceConfig) -> Tuple[List[Tuple[str, TestDataset]
         raise BadInputError(problems[0])
     if problems:
         raise BadInputError(f"{len(problems)} datasets cannot be read: " + " | ".join(problems))
-    verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
-                    for _, _, frame, flow in dataset.samples], same_size=False, what="test")
     return jobs, absent
+
+
+def _read_paths(config: InferenceConfig, jobs: List[Tuple[str, TestDataset]]) -> Dict[str, object]:
+    """Every file and folder the run reads: checkpoint, inputs, each dataset folder (as spelled
+    with ``--datasets``) and every frame and flow folder (which may be symlinks)."""
+    folders = {path.parent for _, dataset in jobs for _, _, frame, flow in dataset.samples
+               for path in (frame, flow)}
+    return {"--model_path": config.model_path, "--raft_weights": config.raft_weights,
+            "--video": config.video,
+            "--dataset_path": None if config.video else config.dataset_path,
+            "--datasets": [Path(config.dataset_path) / name for name, _ in jobs],
+            "the frame and flow folder": sorted(folders)}
 
 
 def _write_video_overlay(dataset: TestDataset, masks_dir: Path) -> Path:
@@ -397,14 +407,17 @@ def predict(config: InferenceConfig) -> InferenceResult:
     workers = _resolve_workers(config.workers, device)
     test_save = Path(config.test_save)
     inputs = {"--video": config.video} if config.video else {"--dataset_path": config.dataset_path}
-    check_outputs_apart(inputs, {"--test_save": test_save})
+    jobs, absent = ([], []) if config.video else _dataset_jobs(config)
+    check_outputs_apart(_read_paths(config, jobs), {
+        "--test_save": test_save, "the output folder": [test_save / name for name, _ in jobs]})
     blocker = next((p for p in (test_save, *test_save.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise UserError(f"--test_save {test_save} cannot be made: {blocker} is a file",
                         "choose an output folder path")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick kernels
-    jobs, absent = ([], []) if config.video else _dataset_jobs(config)
+    verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
+                    for _, _, frame, flow in dataset.samples], same_size=False, what="test")
     source = _source_record(config, inputs)
     _check_owner(test_save, source, config.overwrite)
     with output_lock(test_save, "inference.py"):

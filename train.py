@@ -299,6 +299,15 @@ def stage_inputs(config: TrainConfig) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def read_paths(config: TrainConfig) -> dict[str, str | None]:
+    """What the run reads besides its own resume state: the data, the stage checkpoints and the
+    ImageNet file (None where not used)."""
+    finetune = config.train_type == "finetune"
+    return {"--data_root": config.data_root, "--imagenet": config.imagenet,
+            "--rgb_ckpt": config.rgb_ckpt if finetune else None,
+            "--flow_ckpt": config.flow_ckpt if finetune else None}
+
+
 def imagenet_file(config: TrainConfig) -> Path | None:
     """The ImageNet file a pretraining stage starts from (None: random init or not needed)."""
     if config.no_imagenet:
@@ -528,8 +537,7 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         sizes = check_config(config, env)
         out_dir = run_folder(config)
-        check_outputs_apart(inputs={"--data_root": config.data_root},
-                            outputs={"the run folder": out_dir})
+        check_outputs_apart(inputs=read_paths(config), outputs={"the run folder": out_dir})
         with run_lock(out_dir, env):
             run = build_run(config, env, sizes, out_dir)
             try:

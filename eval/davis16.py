@@ -111,7 +111,10 @@ class Davis16Result:
 
 def check_report_paths(config: Davis16Config) -> None:
     """Before any work: the report files are apart from the inputs, distinct and writable."""
-    check_report_files({"--pred": config.pred, "--gt": config.gt}, {"--json": config.json, "--csv": config.csv})
+    seqs = config.seqs or []
+    check_report_files({"--pred": config.pred, "--gt": config.gt,
+                        "--seqs": [Path(root) / seq for root in (config.pred, config.gt) for seq in seqs]},
+                       {"--json": config.json, "--csv": config.csv})
 
 
 def run(config: Davis16Config) -> Davis16Result:

@@ -171,3 +171,31 @@ def test_maps_of_another_job_are_not_replaced_without_overwrite(capsys, data, tm
     assert checksums(out) == before
     line = run_main(capsys, data, "--test_save", str(out), "--overwrite")  # now the checkpoint's turn
     assert "another job" not in line and str(data["checkpoint"]) in line
+
+
+def test_dataset_named_outside_dataset_path_is_checked_too(capsys, data):
+    """``--datasets ../TestSet/Toy`` reads a dataset outside --dataset_path; its output folder
+    ``<test_save>/../TestSet/Toy`` would be the input itself."""
+    (data["root"] / "Other").mkdir(exist_ok=True)
+    line = run_main(capsys, data, "--dataset_path", str(data["root"] / "Other"),
+                    "--datasets", "../TestSet/Toy", "--test_save", str(data["root"] / "result"))
+    assert "overlaps" in line and "../TestSet/Toy" in line
+    assert not (data["root"] / "result").exists()
+
+
+def test_frame_folder_symlinked_into_the_output(capsys, data, tmp_path):
+    """A sequence whose frame folder is a symlink to a folder inside --test_save."""
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)
+    for name in ("00000.png", "00001.png"):
+        (out / "frames" / name).write_bytes((data["frames"] / name).read_bytes())
+    seq = tmp_path / "TestSet" / "Toy" / "seq"
+    seq.mkdir(parents=True)
+    (seq / "Frame").symlink_to(out / "frames", target_is_directory=True)
+    (seq / "OF_FlowNet2").symlink_to(data["frames"].parent / "OF_FlowNet2", target_is_directory=True)
+    before = checksums(out)
+    code = inference.main(["--model_path", str(data["checkpoint"]), "--dataset_path",
+                           str(tmp_path / "TestSet"), "--test_save", str(out), "--testsize", "64",
+                           "--device", "cpu", "--no_progress"])
+    assert "the frame and flow folder" in assert_user_error(code, capsys.readouterr().err)
+    assert checksums(out) == before

@@ -480,3 +480,18 @@ def test_two_reports_on_one_file_are_refused(tmp_path, capsys):
     _refused(capsys, vsod_main(["--pred", str(vpred), "--gt", str(vgt), "--json", report, "--csv", report,
                                 "--no_progress"]), "both name")
     assert not Path(report).exists()
+
+
+@pytest.mark.parametrize("tool", ["davis16", "vsod"])
+def test_two_reports_naming_one_file_through_a_symlink(tmp_path, capsys, tool):
+    """--json and --csv differ as strings but are one file: refused before any scoring."""
+    pred, gt = _davis(tmp_path) if tool == "davis16" else _vsod(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "reports", target_is_directory=True)
+    (tmp_path / "reports" / "r.txt").write_text("the user's notes")
+    before = checksums(tmp_path)
+    main = davis_main if tool == "davis16" else vsod_main
+    code = main(["--pred", str(pred), "--gt", str(gt), "--json", str(tmp_path / "reports" / "r.txt"),
+                 "--csv", str(tmp_path / "alias" / ".." / "alias" / "r.txt"), "--no_progress"])
+    assert "both name one file" in assert_user_error(code, capsys.readouterr().err)
+    assert checksums(tmp_path) == before

@@ -266,3 +266,21 @@ def test_killed_run_resumes_and_its_stale_lock_is_taken_over(data: Path, live_ru
     assert torch.load(out / "last.pth", weights_only=True, mmap=True)["global_step"] == step + 1
     assert not (out / LOCK_NAME).exists() and not list(out.glob(".*.tmp"))
     assert json.loads((out / "run.json").read_text())["resumed_from"] == str(out / "last.pth")
+
+
+def test_finetune_run_folder_holding_the_rgb_checkpoint_is_refused(data: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    """A stage-3 run would write its epoch files over the --rgb_ckpt it was given (spelled with
+    '..' and through a symlink)."""
+    run = tmp_path / "FSNet" / "finetune"
+    run.mkdir(parents=True)
+    (run / "FSNet-1epoch.pth").write_bytes(b"the user's rgb stage")
+    (tmp_path / "alias").symlink_to(run, target_is_directory=True)
+    flow = tmp_path / "flow.pth"
+    flow.write_bytes(b"flow stage")
+    before = checksums(tmp_path)
+    argv = _argv(data, tmp_path, "--rgb_ckpt", str(tmp_path / "alias" / ".." / "finetune" /
+                                                 "FSNet-1epoch.pth"), "--flow_ckpt", str(flow))
+    argv[argv.index("pretrain_rgb")] = "finetune"
+    main_error(capsys, argv, "overlaps --rgb_ckpt", "the run folder")
+    assert checksums(tmp_path) == before

@@ -351,7 +351,13 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
     apart from inputs, ownership (``overwrite`` replaces another input's outputs), frame headers,
     then locks and source records. The locks are held until the ``with`` block ends."""
     names = {seq.source: seq.name for seq in reversed(sequences)}  # first sequence of each source
-    outputs = {key: folder for seq in sequences for key, folder in _output_dirs(seq, save_raw).items()}
+    outputs: Dict[str, Path] = {}
+    known: set = set()  # (source, folder): the sequences of one flat folder share its outputs
+    for seq in sequences:
+        for key, folder in _output_dirs(seq, save_raw).items():
+            if (seq.source, folder) not in known:
+                known.add((seq.source, folder))
+                outputs[key] = folder
     check_outputs_apart({f"frames of {name}": source for source, name in names.items()}, outputs)
     owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw).values()}
     foreign = {folder: problems for folder, source in owners.items()
