@@ -12,6 +12,7 @@ training loop here. Re-running reuses what exists (toy data, stage checkpoints, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,14 +29,16 @@ from eval.sod.report import format_table, schema, write_json
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
 from utils.cli import MissingInputError, make_parser, run_guarded
-from utils.data.toy import make_toy_dataset
+from utils.data.toy import make_toy_dataset, remove_toy_files
 from utils.device import resolve_device
 from utils.inference.overlay import write_overlay_gif
 from utils.io import write_text
-from utils.safety import LOCK_NAME, check_outputs_apart, check_writable, output_lock
+from utils.safety import check_outputs_apart, check_writable, output_lock, real_path
 from utils.training.state import is_finished
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
+DEFAULT_BACKBONE = "res2net50"
+RESULT_FOLDERS = ("untrained-binary", "binary", "saliency")  # the masks of the three inferences
 TOY_DATASET = "Toy"
 T = TypeVar("T")
 
@@ -78,11 +81,19 @@ class DemoPaths:
         return self.data / "TestSet"
 
     @classmethod
-    def under(cls, workdir: Path, quick: bool) -> "DemoPaths":
-        """The demo's folders under ``workdir`` (``--quick`` runs use their own)."""
-        tag = "demo-quick" if quick else "demo"
-        return cls(data=workdir / "dataset" / ("ToyQuick" if quick else "Toy"),
-                   snapshot=workdir / "snapshot", tag=tag, result=workdir / "result" / tag)
+    def under(cls, workdir: Path, args: argparse.Namespace) -> "DemoPaths":
+        """The demo's folders under ``workdir``. ``--quick`` runs, and runs with another
+        ``--backbone``, ``--seed`` or ``--imagenet`` file, use their own folders, so that a
+        re-run never reuses data, stages or masks made with other settings."""
+        variant = "".join((
+            f"-{args.backbone}" if args.backbone != DEFAULT_BACKBONE else "",
+            f"-seed{args.seed}" if args.seed else "",
+            f"-imagenet-{hashlib.sha1(str(real_path(args.imagenet)).encode()).hexdigest()[:8]}"
+            if args.imagenet else ""))
+        tag = ("demo-quick" if args.quick else "demo") + variant
+        data = ("ToyQuick" if args.quick else "Toy") + (f"-seed{args.seed}" if args.seed else "")
+        return cls(data=workdir / "dataset" / data, snapshot=workdir / "snapshot", tag=tag,
+                   result=workdir / "result" / tag)
 
 
 class PhaseTimer:
@@ -109,7 +120,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true",
                         help="delete this demo's data, checkpoints and results first")
     parser.add_argument("--workdir", default=".", help="root for dataset/, snapshot/, result/")
-    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"))
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=("res2net50", "resnet50"))
     parser.add_argument("--imagenet", default=None, metavar="PATH",
                         help="ImageNet backbone file; default: random initialisation")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
@@ -130,12 +141,14 @@ def check_inputs(args: argparse.Namespace, paths: DemoPaths) -> None:
 
 
 def clear_outputs(paths: DemoPaths) -> None:
-    """``--fresh``: delete this demo's data set, checkpoints and results (the lock file stays)."""
-    shutil.rmtree(paths.data, ignore_errors=True)
-    shutil.rmtree(paths.run, ignore_errors=True)
-    for child in paths.result.iterdir():
-        if child.name != LOCK_NAME:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    """``--fresh``: delete what this demo wrote (the toy files recorded in its toy.json, the
+    stage folders, the untrained checkpoint, masks, reports and GIFs); anything else stays."""
+    remove_toy_files(paths.data)
+    for folder in [paths.run / stage for stage in STAGES] + [paths.result / name for name in RESULT_FOLDERS]:
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in [paths.run / "untrained.pth", *paths.result.glob("davis16_*.json"),
+                 paths.result / "vsod_trained.json", *paths.result.glob("overlay_*.gif")]:
+        path.unlink(missing_ok=True)
 
 
 def make_data(args: argparse.Namespace, paths: DemoPaths) -> Path:
@@ -215,7 +228,7 @@ def write_overlay(paths: DemoPaths, pred: Path) -> Path:
 def run_demo(args: argparse.Namespace) -> dict:
     """Run every phase and return a summary (mean-J untrained/trained, tables, timings, paths)."""
     recipe = QUICK_RECIPE if args.quick else FULL_RECIPE
-    paths = DemoPaths.under(Path(args.workdir), args.quick)
+    paths = DemoPaths.under(Path(args.workdir), args)
     check_inputs(args, paths)
     with output_lock(paths.result, "demo.py"):
         if args.fresh:
@@ -231,8 +244,7 @@ def _run_phases(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths) -> d
         timer.run("toy data set + DIS optical flow", lambda: make_data(args, paths))
     checkpoints = trained_stages(args, recipe, paths, timer)
     untrained = save_untrained(args, paths)
-    binary_untrained = paths.result / "untrained-binary"
-    binary, saliency = paths.result / "binary", paths.result / "saliency"
+    binary_untrained, binary, saliency = (paths.result / name for name in RESULT_FOLDERS)
     for name, checkpoint, mode, out in (("untrained model (binary)", untrained, "binary", binary_untrained),
                                         ("finetuned model (binary)", checkpoints["finetune"], "binary", binary),
                                         ("finetuned model (saliency)", checkpoints["finetune"], "saliency",

@@ -40,7 +40,8 @@ from utils.data.images import list_images
 from utils.data.verify import verify_samples
 from utils.device import resolve_device
 from utils.flow.generate import METHODS as FLOW_METHODS
-from utils.flow.generate import RAFT_MODELS, extract_frames, generate_flow
+from utils.flow.generate import (RAFT_MODELS, check_video, extract_frames, extracted_frames,
+                                 generate_flow)
 from utils.inference.overlay import write_overlay_gif
 from utils.inference.postprocess import MODES
 from utils.inference.predict import (AMP_DTYPES, BACKENDS, PredictionStats, PredictOptions,
@@ -48,7 +49,8 @@ from utils.inference.predict import (AMP_DTYPES, BACKENDS, PredictionStats, Pred
                                      predict_dataset, require_checkpoint, resolve_backend,
                                      resolve_batchsize)
 from utils.io import save_json
-from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
+from utils.safety import (check_outputs_apart, output_lock, real_path, record_source, recorded_source,
+                          remove_stale_temporaries)
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
                     "DAVSOD-Easy-35", "DAVSOD-Normal-25", "DAVSOD-Difficult-20")
@@ -243,13 +245,16 @@ def prepare_video(video: Path, work_dir: Path, method: str, raft_weights: Option
                 f"--skip_existing: {work_dir} was made from {previous['path']}, which differs from "
                 f"{video} (or has changed since): rerun without --skip_existing to rebuild it.")
     elif work_dir.exists():
-        shutil.rmtree(work_dir)  # removes a Frame link, never what it points to
+        if not record.is_file():
+            raise OutputExistsError(f"{work_dir} holds files that inference.py did not write "
+                                    "(it has no source.json)", "choose another --test_save")
+        shutil.rmtree(work_dir)  # ours; removes a Frame link, never what it points to
     save_json(source, record)
     frame_dir = work_dir / "Frame"
     if video.is_dir():
         if not frame_dir.exists():
             frame_dir.symlink_to(video.resolve(), target_is_directory=True)
-    elif not (frame_dir.is_dir() and list_images(frame_dir)):
+    elif extracted_frames(frame_dir) is None:  # none yet, or an interrupted extraction
         extract_frames(video, frame_dir)
     generate_flow(frame_dir, work_dir / VIDEO_FLOW_FOLDER, method=method, last_frame="backward",
                   skip_existing=skip_existing, raft_weights=raft_weights, raft_model=raft_model,
@@ -285,10 +290,14 @@ def _print_summary(summary: Dict[str, object]) -> None:
         print(f"Overlay GIF: {summary['overlay_gif']}")
 
 
+def _video_name(video: Path) -> str:
+    """The sequence name of a ``--video`` (file stem, or the frame folder's name)."""
+    return video.stem if video.is_file() else video.resolve().name
+
+
 def _video_job(config: InferenceConfig) -> Tuple[str, TestDataset]:
     video = Path(config.video)
-    name = video.stem if video.is_file() else video.resolve().name
-    work_dir = prepare_video(video, Path(config.test_save) / f"{VIDEO_DATASET}-input" / name,
+    work_dir = prepare_video(video, Path(config.test_save) / f"{VIDEO_DATASET}-input" / _video_name(video),
                              config.flow_method, config.raft_weights, config.skip_existing,
                              config.show_progress, config.raft_model)
     return VIDEO_DATASET, TestDataset(work_dir, config.testsize, VIDEO_FLOW_FOLDER, "Frame")
@@ -366,6 +375,8 @@ def _check_config(config: InferenceConfig) -> None:
     if config.video and not Path(config.video).exists():
         raise MissingInputError(f"--video {config.video} does not exist",
                                 "pass a video file or a folder of frames")
+    if config.video and Path(config.video).is_file():
+        check_video(config.video)
     if config.crf:
         from utils.inference.crf import require_densecrf
         try:
@@ -376,16 +387,38 @@ def _check_config(config: InferenceConfig) -> None:
 
 def _source_record(config: InferenceConfig, inputs: Dict[str, object]) -> Dict[str, object]:
     """What makes this job's maps: checkpoint, inputs (real paths) and the settings that change them."""
+    stat = Path(config.model_path).stat()
     return {"tool": "inference.py", "model_path": str(real_path(config.model_path)),
+            "model_file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
             "inputs": {flag: str(real_path(path)) for flag, path in inputs.items()},
             "mode": config.mode, "testsize": config.testsize, "threshold": config.threshold,
             "crf": config.crf}
 
 
-def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool) -> None:
-    """Refuse a ``--test_save`` holding another job's maps unless ``overwrite``."""
+def _map_folders(config: InferenceConfig, jobs: List[Tuple[str, TestDataset]]) -> List[Path]:
+    """The folders this run writes maps into (for ``--video``: its map and work folders)."""
+    test_save = Path(config.test_save)
+    if config.video:
+        name = _video_name(Path(config.video))
+        return [test_save / VIDEO_DATASET / name, test_save / f"{VIDEO_DATASET}-input" / name]
+    return [test_save / name / seq for name, dataset in jobs for seq in dataset.sequences]
+
+
+def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool,
+                 folders: Sequence[Path]) -> None:
+    """Refuse a ``--test_save`` holding another job's maps, or maps with no record of the job
+    that made them, unless ``overwrite``."""
     previous = recorded_source(test_save)
-    if previous is None or previous == source or overwrite:
+    if previous == source or overwrite:
+        return
+    if previous is None:
+        held = next((path for folder in folders if folder.is_dir() for path in folder.iterdir()
+                     if not path.name.startswith(".")), None)
+        if held is not None:
+            raise OutputExistsError(f"--test_save {test_save} already holds {held}, with no record "
+                                    "of the job that made it",
+                                    "choose another --test_save, or pass --overwrite to write "
+                                    "over it")
         return
     changed = sorted(k for k in set(source) | set(previous) if source.get(k) != previous.get(k))
     raise OutputExistsError(f"--test_save {test_save} holds the maps of another job (it differs in "
@@ -419,13 +452,16 @@ def predict(config: InferenceConfig) -> InferenceResult:
     verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
                     for _, _, frame, flow in dataset.samples], same_size=False, what="test")
     source = _source_record(config, inputs)
-    _check_owner(test_save, source, config.overwrite)
+    folders = _map_folders(config, jobs)
+    _check_owner(test_save, source, config.overwrite, folders)
     with output_lock(test_save, "inference.py"):
         predictor, backbone = load_predictor(config.model_path, device, config.backbone, backend,
                                              config.testsize)
         record_source(test_save, source)  # the checkpoint is usable: these maps are now its
         if config.video:
             jobs = [_video_job(config)]
+        for folder in folders:
+            remove_stale_temporaries(folder)
         print(f"inference: backend {backend}, batch {batchsize}, amp {config.amp}, device {device}, "
               f"{backbone}, {sum(len(d) for _, d in jobs)} frames, mode {config.mode}")
         options = PredictOptions(mode=config.mode, threshold=config.threshold, batchsize=batchsize,

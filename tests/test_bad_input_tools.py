@@ -24,6 +24,7 @@ from tests.cli_checks import REPO, assert_user_error, checksums
 from utils.data.images import read_mask
 from utils.flow.__main__ import main as flow_main
 from utils.flow.generate import generate_flow
+from utils.job import Job
 from utils.safety import SOURCE_RECORD
 from utils.safety import LOCK_NAME
 from utils.toy import main as toy_main
@@ -211,11 +212,12 @@ def test_stale_lock_is_taken_over_and_leftover_temporaries_removed(tmp_path, cap
     dead = subprocess.Popen(["true"])
     dead.wait()
     _write_lock(out, dead.pid)
-    (out / ".x.png.123.tmp").write_bytes(b"half a file")
+    half = out / f".x.png.{Job(socket.gethostname(), dead.pid, '').tag}.abcdefgh.tmp"
+    half.write_bytes(b"half a file")
     assert flow_main(["--frames", str(frames), "--skip_existing"]) == 0
     err = capsys.readouterr().err
     assert "warning: taking over the stale lock" in err and "Traceback" not in err
-    assert not (out / ".x.png.123.tmp").exists() and not (out / LOCK_NAME).exists()
+    assert not half.exists() and not (out / LOCK_NAME).exists()
     assert len(list(out.glob("*.jpg"))) == 2
 
 
@@ -495,3 +497,19 @@ def test_two_reports_naming_one_file_through_a_symlink(tmp_path, capsys, tool):
                  "--csv", str(tmp_path / "alias" / ".." / "alias" / "r.txt"), "--no_progress"])
     assert "both name one file" in assert_user_error(code, capsys.readouterr().err)
     assert checksums(tmp_path) == before
+
+
+def test_regenerated_toy_set_keeps_what_the_user_added(tmp_path, capsys):
+    """Regenerating replaces only the files the earlier toy set recorded: a dataset the user
+    put beside it (and files inside the toy's folders) stay byte-identical, and get no flow."""
+    out = tmp_path / "Toy"
+    assert toy_main(["--out", str(out), "--quick"]) == 0
+    mine = _frames(out / "TestSet" / "Mine" / "seq" / "Frame", 2)
+    notes = out / "TrainSet_Video" / "Imgs" / "notes.txt"
+    notes.write_text("mine")
+    before = checksums(mine, notes)
+    assert toy_main(["--out", str(out), "--quick", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert checksums(mine, notes) == before
+    assert not (mine.parent / "OF_FlowNet2").exists()
+    assert json.loads((out / "toy.json").read_text())["seed"] == 1

@@ -28,6 +28,7 @@ import utils.checkpoint as checkpoint
 from tests.cli_checks import REPO, assert_user_error, checksums, run_module
 from tests.test_checkpoint import FullDisk
 from utils.data.toy import make_toy_dataset
+from utils.job import Job
 from utils.safety import LOCK_NAME
 
 IMAGES = Path("TrainSet_StaticAndVideo") / "Imgs"
@@ -258,7 +259,8 @@ def test_killed_run_resumes_and_its_stale_lock_is_taken_over(data: Path, live_ru
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == process.pid  # left behind
-    (out / ".last.pth.killed.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves
+    killed = Job(socket.gethostname(), process.pid, "")
+    (out / f".last.pth.{killed.tag}.abcdefgh.tmp").write_bytes(b"half a checkpoint")  # a kill mid-save
     step = torch.load(out / "last.pth", weights_only=True, mmap=True)["global_step"]
     done = run_module("train.py", argv + ["--resume", "auto", "--stop_after", str(step + 1)])
     assert done.returncode == 0, done.stderr[-3000:]

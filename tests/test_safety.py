@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,8 @@ from hypothesis import strategies as st
 
 from tests.cli_checks import assert_user_error
 from utils.cli import BadInputError, UserError, make_parser, progress, run_guarded
+from utils.io import atomic_path, temporary_job
+from utils.job import Job, current_job, process_start
 from utils.safety import (LOCK_NAME, check_outputs_apart, check_writable, output_lock,
                           path_conflicts, remove_stale_temporaries)
 
@@ -112,31 +115,79 @@ def test_check_writable_creates_and_refuses_a_file(tmp_path):
         check_writable(tmp_path / "file")
 
 
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _temporary_of(folder: Path, job: Job, name: str = "mask.png") -> Path:
+    path = folder / f".{name}.{job.tag}.abcdefgh.tmp"
+    path.write_bytes(b"partial")
+    return path
+
+
 def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, capsys):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sleeper = _sleeper()
     try:
+        live = Job(socket.gethostname(), sleeper.pid, process_start(sleeper.pid))
         (tmp_path / LOCK_NAME).write_text(json.dumps(
-            {"host": os.uname().nodename, "pid": sleeper.pid, "command": "train.py"}))
-        with pytest.raises(UserError, match=f"process {sleeper.pid}"):
+            {"host": live.host, "pid": live.pid, "process_start": live.start, "command": "train.py"}))
+        with pytest.raises(UserError, match=f"process {sleeper.pid}.*wait for that job"):
             with output_lock(tmp_path, "test"):
                 pass
     finally:
         sleeper.kill()
         sleeper.wait()
-    (tmp_path / ".mask.png.abc.tmp").write_bytes(b"partial")
+    dead = _temporary_of(tmp_path, live)
     with output_lock(tmp_path, "test") as lock:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
-        assert not (tmp_path / ".mask.png.abc.tmp").exists()
+        assert not dead.exists()
     assert "taking over the stale lock" in capsys.readouterr().err
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_remove_stale_temporaries_keeps_real_files(tmp_path):
-    (tmp_path / "seq").mkdir()
-    (tmp_path / "seq" / ".00001.png.x1.tmp").write_bytes(b"")
-    (tmp_path / "seq" / "00001.png").write_bytes(b"png")
-    assert remove_stale_temporaries(tmp_path) == 1
-    assert (tmp_path / "seq" / "00001.png").exists()
+def test_lock_of_a_reused_pid_is_stale(tmp_path, capsys):
+    """The lock's PID is alive (it is this very process) but was started at another time."""
+    (tmp_path / LOCK_NAME).write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "process_start": "1b00000000"}))
+    with output_lock(tmp_path, "test"):
+        pass
+    assert "taking over the stale lock" in capsys.readouterr().err
+
+
+def test_lock_of_another_host_names_the_lock_file(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    with pytest.raises(UserError, match="delete .*fsnet.lock"):
+        with output_lock(tmp_path, "test"):
+            pass
+
+
+def test_only_a_dead_jobs_temporaries_in_the_folder_itself_are_removed(tmp_path):
+    """A live job's temporaries, foreign '.tmp' files and those of sub-folders stay."""
+    sleeper = _sleeper()
+    try:
+        live = Job(socket.gethostname(), sleeper.pid, process_start(sleeper.pid))
+        reused = Job(live.host, sleeper.pid, "1b00000000")  # the PID now runs another process
+        (tmp_path / "seq").mkdir()
+        kept = [_temporary_of(tmp_path, live), tmp_path / ".notes.tmp", tmp_path / "00001.png",
+                _temporary_of(tmp_path / "seq", reused), _temporary_of(tmp_path, Job("other", 1, ""))]
+        for path in kept[1:3]:
+            path.write_bytes(b"user")
+        gone = [_temporary_of(tmp_path, reused, "a.png"), _temporary_of(tmp_path, Job(live.host, 2**22 + 7, ""))]
+        assert remove_stale_temporaries(tmp_path) == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in gone)
+
+
+def test_temporary_names_fit_the_name_limit_and_name_the_job(tmp_path):
+    """A 250-byte file name (multi-byte characters too) is written atomically."""
+    for name in ("m" * 246 + ".png", "é" * 123 + ".png"):
+        target = tmp_path / name
+        with atomic_path(target) as tmp:
+            assert len(tmp.name.encode()) <= 255 and temporary_job(tmp) == current_job()
+            tmp.write_bytes(b"x")
+        assert target.read_bytes() == b"x"
 
 
 # --------------------------------------------------------------------- path conflicts, as a property

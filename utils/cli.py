@@ -60,6 +60,9 @@ def os_error_message(error: OSError) -> Optional[str]:
         return f"permission denied: {where} — fix the permissions or choose another path"
     if error.errno == errno.ENOTDIR:
         return f"not a folder: a part of {where} is a file — choose another path"
+    if error.errno == errno.ENAMETOOLONG:
+        return f"file name too long: {where} — use names of at most 255 bytes (shorter input " \
+               f"file names or output paths)"
     if error.errno == errno.EDQUOT:
         return f"disk quota exceeded while writing {where} — free space or choose another folder"
     return None

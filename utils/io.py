@@ -24,20 +24,42 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image
 
 from utils.cli import BadInputError
+from utils.job import Job, current_job, job_from_tag
 
 PathLike = Union[str, os.PathLike]
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, APFS, NTFS)
+TEMP_SUFFIX = ".tmp"
+TEMP_RANDOM_CHARS = 8  # tempfile.mkstemp's random part
 
 
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def temporary_prefix(path: Path) -> str:
+    """``.<name>.<job tag>.``: the start of the name of ``path``'s temporary file. It names the
+    writing job (utils.job) so that only a dead job's temporaries are ever removed, and the name
+    is shortened so that the whole temporary name stays within the file system's name limit."""
+    tag = current_job().tag
+    room = NAME_MAX - len(f"..{tag}.") - TEMP_RANDOM_CHARS - len(TEMP_SUFFIX)
+    name = path.name.encode()[:room].decode(errors="ignore")
+    return f".{name}.{tag}."
+
+
+def temporary_job(path: Path) -> Optional[Job]:
+    """The job that writes the temporary file ``path`` (None if it is not one of ours)."""
+    if not (path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)):
+        return None
+    parts = path.name[:-len(TEMP_SUFFIX)].rsplit(".", 2)
+    return job_from_tag(parts[1]) if len(parts) == 3 else None
 
 
 @contextlib.contextmanager
@@ -48,7 +70,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

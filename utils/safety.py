@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -15,12 +14,13 @@ from dataclasses import dataclass
 from typing import FrozenSet, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from utils.cli import UserError, os_error_message
-from utils.io import save_json
+from utils.io import save_json, temporary_job
+from utils.job import DEAD, LIVE, Job, current_job
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".fsnet.lock"
 SOURCE_RECORD = ".fsnet-source.json"  # what made the outputs of a folder
-TEMP_PATTERN = ".*.tmp"  # what utils.io.atomic_path leaves behind when a process is killed
+FRESH_LOCK_S = 10.0
 
 
 def real_path(path: PathLike) -> Path:
@@ -141,31 +141,41 @@ def check_file_writable(path: PathLike, what: str = "output file") -> Path:
 
 
 def remove_stale_temporaries(folder: PathLike) -> int:
-    """Delete the temporary files a killed atomic write left in ``folder`` (recursively)."""
+    """Delete the temporary files that a job which is no longer running left in ``folder``
+    itself (not in its sub-folders): only files named by :func:`utils.io.atomic_path` whose job
+    (host, PID, start time) is dead on this host. Returns how many were removed."""
     removed = 0
-    for path in Path(folder).rglob(TEMP_PATTERN):
-        if path.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for path in Path(folder).iterdir():
+            job = temporary_job(path)
+            if job is not None and job.state() == DEAD and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_lock(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _lock_job(info: dict) -> Optional[Job]:
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or not isinstance(host, str):
+        return None
+    start = info.get("process_start")
+    return Job(host, pid, start if isinstance(start, str) else "")
+
+
+def _just_made(lock: Path) -> bool:
+    """A lock with no readable owner that is seconds old may be one another job is writing."""
+    with contextlib.suppress(OSError):
+        return time.time() - lock.stat().st_mtime < FRESH_LOCK_S
+    return False
 
 
 def _owner(info: dict) -> str:
@@ -173,18 +183,30 @@ def _owner(info: dict) -> str:
             f"(started {info.get('started', '?')}: {info.get('command', '?')})")
 
 
+def _refuse_lock(lock: Path, info: dict, state: str) -> UserError:
+    folder = lock.parent
+    if state == LIVE:
+        return UserError(f"{folder} is in use by {_owner(info)}",
+                         "wait for that job to finish, or choose another output folder")
+    return UserError(f"{folder} is locked by {_owner(info)}, which this machine cannot check",
+                     f"if that job no longer runs, delete {lock}; else choose another output "
+                     "folder")
+
+
 @contextlib.contextmanager
 def output_lock(folder: PathLike, tool: str) -> Iterator[Path]:
     """Hold an exclusive lock on an output folder for the life of a job.
 
-    The lock file ``<folder>/.fsnet.lock`` records host, PID, start time and command. A lock
-    whose process is gone (same host) is taken over with a warning; a live one stops this job
-    with an error naming the other process. Leftover temporary files of killed writes are
-    removed once the lock is held.
+    The lock file ``<folder>/.fsnet.lock`` records the job (host, PID, process start time, see
+    utils.job) and its command. The lock of a job that no longer runs on this host (its PID is
+    gone or now belongs to a later process) is taken over with a warning; a live one, or one
+    from another host, stops this job with an error naming it. The dead jobs' temporary files
+    in ``folder`` itself are removed once the lock is held.
     """
     folder = check_writable(folder)
     lock = folder / LOCK_NAME
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "tool": tool,
+    job = current_job()
+    info = {"host": job.host, "pid": job.pid, "process_start": job.start, "tool": tool,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
     payload = json.dumps(info).encode()
     for _ in range(3):
@@ -192,12 +214,10 @@ def output_lock(folder: PathLike, tool: str) -> Iterator[Path]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             other = _read_lock(lock)
-            pid = other.get("pid")
-            same_host = other.get("host") == info["host"]
-            if isinstance(pid, int) and (not same_host or _process_alive(pid)):
-                raise UserError(f"{folder} is in use by {_owner(other)}",
-                                "wait for that job to finish, or choose another output folder "
-                                f"(if it is dead on another machine, delete {lock})")
+            holder = _lock_job(other)
+            state = holder.state() if holder is not None else LIVE if _just_made(lock) else DEAD
+            if state != DEAD:
+                raise _refuse_lock(lock, other, state) from None
             print(f"warning: taking over the stale lock {lock} of {_owner(other)}",
                   file=sys.stderr)
             with contextlib.suppress(FileNotFoundError):
@@ -207,12 +227,12 @@ def output_lock(folder: PathLike, tool: str) -> Iterator[Path]:
             handle.write(payload)
         break
     else:
-        raise UserError(f"could not take the lock {lock}", "retry, or delete the lock file")
+        raise UserError(f"could not take the lock {lock}", "run the command again")
     try:
         remove_stale_temporaries(folder)
         yield lock
     finally:
-        if _read_lock(lock).get("pid") == info["pid"]:
+        if _lock_job(_read_lock(lock)) == job:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
 

@@ -122,6 +122,17 @@ def image_header(path: PathLike) -> ImageHeader:
                             "re-export it as PNG/JPEG or remove it") from error
 
 
+def is_complete_image(path: PathLike) -> bool:
+    """True if ``path`` is a readable, complete image (what "already done" may rely on): not
+    missing, not empty, header readable and PNG/JPEG end marker present (see
+    :func:`image_header`). Cost: docs/inference.md ("Resuming")."""
+    try:
+        image_header(path)
+    except UserError:
+        return False
+    return True
+
+
 def _ends_with_marker(path: Path, image_format: Optional[str]) -> bool:
     """True if the file ends with its format's trailer (PNG ``IEND``, JPEG ``EOI``); False for
     other formats, which are then decoded to be checked."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import multiprocessing
 import os
@@ -51,9 +52,9 @@ from tqdm import tqdm
 
 from lib.state_dict import read_weights_file
 from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
-from utils.io import PathLike, atomic_write_bytes, atomic_write_with
+from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
-from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
+from utils.data.images import check_images, is_complete_image, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
 from utils.weights import raft_weights_file, set_offline, user_errors
 
@@ -62,6 +63,7 @@ RAFT_MODELS = ("raft_large", "raft_small")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 JPEG_QUALITY = 95
 FLO_MAGIC = 202021.25
+FRAMES_RECORD = ".fsnet-frames.json"  # written when a video's frames are all extracted
 RAFT_MIN_SIDE = 128
 OUTPUT_SUFFIXES = (".jpg", ".npy", ".flo")  # what --overwrite removes from another input's folder
 
@@ -194,8 +196,8 @@ class FlowJob:
     raw: Optional[Path] = None
 
     def done(self) -> bool:
-        """True when the flow image (and the raw file, if asked for) already exists."""
-        return self.out.is_file() and (self.raw is None or self.raw.is_file())
+        """True when the flow image (and the raw file, if asked for) exists and is complete."""
+        return is_complete_image(self.out) and (self.raw is None or _complete_raw(self.raw))
 
 
 @dataclass
@@ -213,12 +215,58 @@ class FlowSequence:
     extract_to: Optional[Path] = None
 
 
-def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
-    """Decode a video into ``out_dir/00000.jpg, 00001.jpg, ...`` (atomic writes); return the paths."""
+def _complete_raw(path: Path) -> bool:
+    """True if a raw flow file holds as many bytes as its header announces."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r").shape[-1] == 2
+        with open(path, "rb") as handle:
+            magic, width, height = np.frombuffer(handle.read(12), dtype="<f4,<i4,<i4")[0]
+        return magic == np.float32(FLO_MAGIC) and path.stat().st_size == 12 + 8 * int(width) * int(height)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _open_video(video_path: PathLike) -> "cv2.VideoCapture":
     capture = cv2.VideoCapture(str(video_path))
     if not capture.isOpened():
-        raise BadInputError(f"Cannot open video {video_path}: check the path and that OpenCV/FFmpeg "
-                         f"can decode it, or extract frames yourself and pass the folder.")
+        capture.release()
+        raise BadInputError(f"cannot open video {video_path}: OpenCV/FFmpeg cannot decode it",
+                            "convert it (e.g. ffmpeg -i in.avi out.mp4) or extract its frames into "
+                            "a folder and pass the folder")
+    return capture
+
+
+def check_video(video_path: PathLike) -> None:
+    """Before any work: the video opens and its first frame decodes."""
+    capture = _open_video(video_path)
+    try:
+        ok, _ = capture.read()
+    finally:
+        capture.release()
+    if not ok:
+        raise BadInputError(f"no frame of video {video_path} can be decoded",
+                            "convert it (e.g. ffmpeg -i in.avi out.mp4) or extract its frames into "
+                            "a folder and pass the folder")
+
+
+def extracted_frames(out_dir: PathLike) -> Optional[List[Path]]:
+    """The frames of a finished :func:`extract_frames` into ``out_dir`` (None if the extraction
+    was interrupted, or frames are missing or incomplete)."""
+    try:
+        count = json.loads((Path(out_dir) / FRAMES_RECORD).read_text()).get("frames")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(count, int):
+        return None
+    paths = [Path(out_dir) / f"{index:05d}.jpg" for index in range(count)]
+    return paths if all(map(is_complete_image, paths)) else None
+
+
+def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
+    """Decode a video into ``out_dir/00000.jpg, 00001.jpg, ...`` (atomic writes); return the paths.
+    The record ``.fsnet-frames.json``, written last, says that the extraction finished."""
+    capture = _open_video(video_path)
     paths: List[Path] = []
     try:
         while True:
@@ -231,7 +279,11 @@ def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
     finally:
         capture.release()
     if not paths:
-        raise BadInputError(f"No frames could be decoded from {video_path}")
+        raise BadInputError(f"no frame of video {video_path} can be decoded",
+                            "convert it (e.g. ffmpeg -i in.avi out.mp4) or extract its frames into "
+                            "a folder and pass the folder")
+    save_json({"video": str(real_path(video_path)), "frames": len(paths)},
+              Path(out_dir) / FRAMES_RECORD)
     return paths
 
 
