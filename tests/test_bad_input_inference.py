@@ -199,3 +199,29 @@ def test_frame_folder_symlinked_into_the_output(capsys, data, tmp_path):
                            "--device", "cpu", "--no_progress"])
     assert "the frame and flow folder" in assert_user_error(code, capsys.readouterr().err)
     assert checksums(out) == before
+
+
+@pytest.mark.parametrize("device", ["mps", "vulkan", "meta", "xla", "garbage", "cuda:x", ""])
+def test_device_other_than_cpu_or_cuda(capsys, data, tmp_path, device):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--device", device)
+    assert "--device" in line and "cpu" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", ["html", "bytes", "pickle_bytes", "integer_tensors"])
+def test_checkpoint_that_is_no_fsnet_checkpoint(capsys, data, tmp_path, content):
+    """No relayed torch advice ("weights_only=False will likely succeed ... file an issue"),
+    no unpickler KeyError/IndexError, no load_state_dict dump: one line naming the file."""
+    path = tmp_path / f"{content}.pth"
+    rng = np.random.default_rng(3)
+    if content == "integer_tensors":
+        torch.save({k: v.long() for k, v in FSNet("resnet50").state_dict().items()}, path)
+    else:
+        path.write_bytes({"html": b"<!DOCTYPE html><html><body>Not Found</body></html>",
+                          "bytes": rng.bytes(4000),
+                          "pickle_bytes": b"\x80\x02" + rng.bytes(400)}[content])
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--backend", "plain",
+                    checkpoint=path)
+    assert str(path) in line and "weights_only" not in line and "issue" not in line
+    assert ("int64" in line) == (content == "integer_tensors") and len(line) < 1500
+    assert not list(tmp_path.glob("out/**/*.png"))

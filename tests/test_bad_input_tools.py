@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.cli_checks import REPO, assert_user_error, checksums
+from utils.cli import UserError
 from utils.data.images import read_mask
 from utils.flow.__main__ import main as flow_main
 from utils.flow.generate import generate_flow
@@ -393,30 +394,60 @@ def test_vsod_unwritable_csv_found_before_work(tmp_path, capsys):
 # ---------------------------------------------------------------- masks read one way everywhere
 
 def _mask_encodings(folder: Path) -> dict[str, Path]:
-    """One mask saved as grey, palette (index 1 drawn in a dark colour) and RGBA (white colour
-    everywhere, the object only in the alpha channel)."""
+    """One mask in every common encoding: grey 0/255 and 0/1, 16-bit 0/65535 and 0/1, 1-bit,
+    palette (index 1 drawn in a dark colour), RGBA (white everywhere, the object only in the
+    alpha channel) and opaque RGBA."""
     mask = _mask()
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / f"{name}.png" for name in ("grey", "palette", "rgba")}
-    Image.fromarray(mask).save(paths["grey"])
+    images = {"grey": Image.fromarray(mask), "grey01": Image.fromarray(mask // 255),
+              "16bit": Image.fromarray(mask.astype(np.uint16) * 257),
+              "16bit01": Image.fromarray((mask // 255).astype(np.uint16)),
+              "1bit": Image.fromarray(mask > 0),
+              "rgba": Image.fromarray(np.dstack([np.full((H, W, 3), 255, np.uint8), mask]), mode="RGBA"),
+              "opaque_rgba": Image.fromarray(np.dstack([mask] * 3 + [np.full((H, W), 255, np.uint8)]),
+                                             mode="RGBA")}
     palette = Image.fromarray((mask > 0).astype(np.uint8), mode="P")
     palette.putpalette([0, 0, 0, 40, 10, 10] + [0] * 762)  # index 1 = dark red (luminance 18)
-    palette.save(paths["palette"])
-    rgba = np.dstack([np.full((H, W, 3), 255, np.uint8), mask])
-    Image.fromarray(rgba, mode="RGBA").save(paths["rgba"])
+    images["palette"] = palette
+    paths = {name: folder / f"{name}.png" for name in images}
+    for name, image in images.items():
+        image.save(paths[name])
     return paths
 
 
-def test_rgba_and_palette_gt_read_the_same_by_every_reader(tmp_path):
-    paths = _mask_encodings(tmp_path)
+def _training_gt(root: Path, mask: Path):
+    """The GT tensor the training loader makes of ``mask`` (one static sample)."""
+    from utils.data.dataset import TrainDataset
+    for folder in ("Imgs", "GTs"):
+        (root / "TrainSet_StaticAndVideo" / folder).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_frame(0)).save(root / "TrainSet_StaticAndVideo" / "Imgs" / "s.jpg")
+    (root / "TrainSet_StaticAndVideo" / "GTs" / "s.png").write_bytes(mask.read_bytes())
+    return TrainDataset(root, "pretrain_rgb", trainsize=32)[0][2]
+
+
+def test_every_mask_encoding_is_read_the_same_by_every_reader(tmp_path):
+    paths = _mask_encodings(tmp_path / "masks")
+    before = checksums(tmp_path / "masks")
     expected = _mask() > 0
+    reference = _training_gt(tmp_path / "train_grey", paths["grey"])
     for name, path in paths.items():
         assert (read_mask(path) > 0).tolist() == expected.tolist(), name
         assert davis_read_gt(path).tolist() == expected.tolist(), name
         assert vsod_read_gt(path)[0].tolist() == expected.tolist(), name
+        assert _training_gt(tmp_path / f"train_{name}", path).equal(reference), name
+    assert checksums(tmp_path / "masks") == before
 
 
-def test_rgba_and_palette_gt_score_the_same_in_both_evaluators(tmp_path):
+def test_an_ambiguous_mask_encoding_is_refused_by_every_reader(tmp_path):
+    """A floating-point mask (0..1 or 0..255?) is refused with one clear message everywhere."""
+    path = tmp_path / "float.tif"
+    Image.fromarray((_mask() / 255.0).astype(np.float32), mode="F").save(path)
+    for reader in (read_mask, davis_read_gt, vsod_read_gt):
+        with pytest.raises(UserError, match="cannot be read as a mask unambiguously|unsupported image mode"):
+            reader(path)
+
+
+def test_every_mask_encoding_scores_the_same_in_both_evaluators(tmp_path):
     encodings = _mask_encodings(tmp_path / "masks")
     scores = {}
     for name, path in encodings.items():
@@ -428,7 +459,7 @@ def test_rgba_and_palette_gt_score_the_same_in_both_evaluators(tmp_path):
         vsod = vsod_evaluate(pred, root / "gt")["datasets"]["Set"]
         davis = davis_evaluate(pred / "Set", root / "gt" / "Set", metrics=("J", "F"))["overall"]
         scores[name] = (vsod, davis)
-    assert scores["palette"] == scores["grey"] and scores["rgba"] == scores["grey"]
+    assert all(score == scores["grey"] for score in scores.values())
     assert scores["grey"][1]["J"]["mean"] < 1  # the predictions move, the GT does not: a real score
 
 

@@ -286,3 +286,9 @@ def test_finetune_run_folder_holding_the_rgb_checkpoint_is_refused(data: Path, t
     argv[argv.index("pretrain_rgb")] = "finetune"
     main_error(capsys, argv, "overlaps --rgb_ckpt", "the run folder")
     assert checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "vulkan"])
+def test_device_types_the_tools_do_not_run_on(data: Path, tmp_path: Path, capsys, device) -> None:
+    main_error(capsys, _argv(data, tmp_path, "--device", device), f"--device {device}", "--device cpu")
+    assert not (tmp_path / "FSNet").exists()

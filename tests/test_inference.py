@@ -156,10 +156,13 @@ def test_skip_existing_resumes(toy, checkpoint, tmp_path):
     Image.fromarray(np.full((96, 128), 7, np.uint8)).save(kept)  # a marker: must not be rewritten
     removed = tmp_path / "Toy" / "test01" / "00001.png"
     removed.unlink()
+    empty, truncated = tmp_path / "Toy" / "test01" / "00000.png", tmp_path / "Toy" / "test00" / "00001.png"
+    empty.write_bytes(b"")  # not done: written again
+    truncated.write_bytes(truncated.read_bytes()[:60])
     summary = run(checkpoint, tmp_path, "--mode", "binary", "--skip_existing", dataset_path=toy / "TestSet")
-    assert summary["datasets"][0]["skipped_existing"] == 3
-    assert summary["written"] == 1 and removed.is_file()
-    assert read_png(kept).max() == 7
+    assert summary["datasets"][0]["skipped_existing"] == 1
+    assert summary["written"] == 3 and removed.is_file()
+    assert read_png(kept).max() == 7 and read_png(empty).shape == read_png(truncated).shape == (96, 128)
 
 
 def _write_clip(path: Path, toy: Path, frames: int = 4) -> None:

@@ -77,8 +77,8 @@ def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str, mmap:
     except WeightsNotFoundError:
         raise MissingInputError(f"Checkpoint {path} does not exist. {missing_fix}") from None
     except WeightsCorruptError as error:
-        raise BadInputError(f"Cannot read checkpoint {error.what[len('cannot read '):]}. "
-                            f"{unreadable_fix}") from error
+        raise BadInputError(f"cannot read checkpoint {error.what[len('cannot read '):]}",
+                            unreadable_fix) from error
     bad = None if mmap else first_non_finite(obj)
     if bad is not None:
         raise BadInputError(
@@ -98,8 +98,8 @@ def load_state_dict_file(path: PathLike) -> dict[str, Tensor]:
         path,
         missing_fix="The released model goes to snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth: "
                     "python -m utils.weights fsnet prints where to get it.",
-        unreadable_fix="The file is truncated, not a PyTorch file, or stores Python objects other "
-                       "than tensors/numbers/strings/containers.")
+        unreadable_fix="download or export it again, or pass another checkpoint (a pickled "
+                       "model object: save its state_dict() instead)")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj or not all(

@@ -124,9 +124,9 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
     path = require_checkpoint(model_path)
     try:
         model = build_model_from_checkpoint(str(path), map_location="cpu").eval()
-    except ValueError as error:
-        message = str(error) if str(path) in str(error) else f"{path}: {error}"
-        raise BadInputError(f"{message} Pass --model_path to an FSNet checkpoint.") from error
+    except UserError as error:
+        what = error.what if str(path) in error.what else f"{path}: {error.what}"
+        raise BadInputError(what, error.fix or "pass --model_path an FSNet checkpoint") from error
     if backbone not in ("auto", model.backbone_name):
         raise BadInputError(
             f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "
