@@ -49,7 +49,7 @@ from utils.safety import check_outputs_apart, output_lock
 from utils.training import distributed
 from utils.training.distributed import DistEnv, ResumableDistributedSampler
 from utils.training.finetune_init import (
-    FLOW_BN_STATS_CHOICES, check_stage_finished, init_finetune, require_stage_file,
+    FLOW_BN_STATS_CHOICES, check_stage_finished, for_both_stages, init_finetune, require_stage_file,
 )
 from utils.training.run_info import collect_run_info
 from utils.training.state import (
@@ -289,14 +289,16 @@ def open_resume(config: TrainConfig, last_path: Path, env: DistEnv
 def stage_inputs(config: TrainConfig) -> tuple[Path, Path]:
     """finetune: the rgb and flow stage checkpoints (given, or the earlier stages' finished
     last.pth); errors name the missing stage."""
-    paths = []
-    for stage, given in (("pretrain_rgb", config.rgb_ckpt), ("pretrain_flow", config.flow_ckpt)):
-        path = Path(given) if given else Path(config.save_path) / config.run_name / stage / "last.pth"
+    given = {"pretrain_rgb": config.rgb_ckpt, "pretrain_flow": config.flow_ckpt}
+
+    def check(stage: str, path: Path) -> Path:
         require_stage_file(path, stage)
-        if not given:
+        if not given[stage]:
             check_stage_finished(path, stage)
-        paths.append(path)
-    return paths[0], paths[1]
+        return path
+    paths = for_both_stages(check, {stage: Path(file) if file else Path(config.save_path) /
+                                    config.run_name / stage / "last.pth" for stage, file in given.items()})
+    return paths["pretrain_rgb"], paths["pretrain_flow"]
 
 
 def read_paths(config: TrainConfig) -> dict[str, str | None]:

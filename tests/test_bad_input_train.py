@@ -292,3 +292,17 @@ def test_finetune_run_folder_holding_the_rgb_checkpoint_is_refused(data: Path, t
 def test_device_types_the_tools_do_not_run_on(data: Path, tmp_path: Path, capsys, device) -> None:
     main_error(capsys, _argv(data, tmp_path, "--device", device), f"--device {device}", "--device cpu")
     assert not (tmp_path / "FSNet").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "html"])
+def test_two_bad_stage_checkpoints_are_one_message(data: Path, tmp_path: Path, capsys, kind) -> None:
+    rgb, flow = tmp_path / "rgb.pth", tmp_path / "flow.pth"
+    if kind == "html":
+        for path in (rgb, flow):
+            path.write_bytes(b"<!DOCTYPE html><html>login page</html>")
+    before = checksums(tmp_path)
+    argv = _argv(data, tmp_path / "runs", "--rgb_ckpt", str(rgb), "--flow_ckpt", str(flow))
+    argv[argv.index("pretrain_rgb")] = "finetune"
+    line = main_error(capsys, argv, str(rgb), str(flow), "both stage checkpoints")
+    assert "weights_only" not in line
+    assert checksums(tmp_path) == before

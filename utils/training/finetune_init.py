@@ -18,12 +18,15 @@ them from the flow stage instead, consistent with the flow-stage weights.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from torch import Tensor, nn
 
-from utils.cli import BadInputError, MissingInputError
+from utils.cli import BadInputError, MissingInputError, UserError
 from utils.checkpoint import detect_backbone, load_model_weights, load_state_dict_file
 from utils.training.state import peek_state
+
+T = TypeVar("T")
 
 #: Key prefixes of the motion stream's backbone (ResNet-50 and Res2Net-50 alike).
 FLOW_BACKBONE_PREFIXES = tuple(
@@ -99,12 +102,29 @@ def check_stage_finished(path: Path, stage: str) -> None:
         )
 
 
+def for_both_stages(check: Callable[[str, Path], T], paths: dict[str, Path]) -> dict[str, T]:
+    """``check(stage, path)`` for the rgb and flow stage files; the problems of both are
+    reported in one error (a single problem keeps its own error type)."""
+    results, problems = {}, []
+    for stage, path in paths.items():
+        try:
+            results[stage] = check(stage, path)
+        except UserError as error:
+            problems.append(error)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise BadInputError("both stage checkpoints are unusable: " + " | ".join(map(str, problems)))
+    return results
+
+
 def init_finetune(
     model: nn.Module, rgb_ckpt: Path, flow_ckpt: Path, flow_bn_stats: str = "rgb"
 ) -> list[str]:
     """Load the stage-3 initialisation into ``model`` (strict); return the keys taken from flow."""
     backbone = model.backbone_name
-    rgb_state = load_stage_state(rgb_ckpt, "pretrain_rgb", backbone)
-    flow_state = load_stage_state(flow_ckpt, "pretrain_flow", backbone)
+    states = for_both_stages(lambda stage, path: load_stage_state(path, stage, backbone),
+                             {"pretrain_rgb": rgb_ckpt, "pretrain_flow": flow_ckpt})
+    rgb_state, flow_state = states["pretrain_rgb"], states["pretrain_flow"]
     load_model_weights(model, finetune_state_dict(rgb_state, flow_state, flow_bn_stats))
     return flow_keys_to_copy(list(rgb_state), flow_bn_stats)
