@@ -254,7 +254,7 @@ def test_davis_import_into_the_davis_folder(tmp_path, capsys):
     davis = _davis_release(tmp_path / "DAVIS")
     before = checksums(davis)
     _refused(capsys, import_main(["--davis", str(davis), "--data_root", str(davis), "--no_flow"]),
-             "refusing to write")
+             "overlaps --davis")
     assert checksums(davis) == before
 
 
@@ -264,9 +264,23 @@ def test_davis_import_lists_every_bad_file_before_writing(tmp_path, capsys):
     Image.fromarray(np.zeros((H + 2, W), np.uint8)).save(davis / "Annotations" / "480p" / "cows" / "00002.png")
     before = checksums(davis)
     line = _refused(capsys, import_main(["--davis", str(davis), "--data_root", str(tmp_path / "data")]),
-                    "2 unusable DAVIS file(s)", "bear/00001.png", "cows/00002.png")
+                    "2 problem(s)", "bear/00001.png", "cows/00002.png")
     assert "Cannot read image" in line
     assert checksums(davis) == before and not (tmp_path / "data").exists()
+
+
+def test_davis_import_reports_every_kind_of_problem_in_one_run(tmp_path, capsys):
+    """A sequence folder missing, a damaged frame and a destination holding another file."""
+    davis = _davis_release(tmp_path / "DAVIS")
+    (davis / "ImageSets" / "480p" / "train.txt").write_text("bear\nghost\n")
+    (davis / "JPEGImages" / "480p" / "bear" / "00001.png").write_bytes(b"")
+    taken = tmp_path / "data" / "TestSet" / "DAVIS" / "cows" / "Frame" / "00000.png"
+    taken.parent.mkdir(parents=True)
+    taken.write_bytes(b"the user's file")
+    before = checksums(tmp_path)
+    _refused(capsys, import_main(["--davis", str(davis), "--data_root", str(tmp_path / "data")]),
+             "3 problem(s)", "ghost", "bear/00001.png", str(taken))
+    assert checksums(tmp_path) == before
 
 
 # ---------------------------------------------------------------- eval.davis16
