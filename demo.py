@@ -11,6 +11,10 @@ training loop here. Re-running reuses what exists (toy data, stage checkpoints, 
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 import hashlib
 import shutil

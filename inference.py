@@ -22,6 +22,10 @@ Library use: ``predict(InferenceConfig(...)) -> InferenceResult``; command line:
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 import json
 import os
@@ -450,7 +454,7 @@ def predict(config: InferenceConfig) -> InferenceResult:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick kernels
     verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
-                    for _, _, frame, flow in dataset.samples], same_size=False, what="test")
+                    for _, _, frame, flow in dataset.samples], what="test")
     source = _source_record(config, inputs)
     folders = _map_folders(config, jobs)
     _check_owner(test_save, source, config.overwrite, folders)

@@ -17,6 +17,10 @@ Everything is checked before the model is built (docs/training.md, "Checks befor
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 import contextlib
 import io

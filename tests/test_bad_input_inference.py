@@ -225,3 +225,20 @@ def test_checkpoint_that_is_no_fsnet_checkpoint(capsys, data, tmp_path, content)
     assert str(path) in line and "weights_only" not in line and "issue" not in line
     assert ("int64" in line) == (content == "integer_tensors") and len(line) < 1500
     assert not list(tmp_path.glob("out/**/*.png"))
+
+
+def test_frame_and_flow_of_different_sizes_found_before_work(capsys, data, tmp_path):
+    """Found when the headers are read, before the checkpoint: one line, no worker traceback."""
+    seq = tmp_path / "TestSet" / "Toy" / "seq"
+    (seq / "Frame").mkdir(parents=True)
+    (seq / "OF_FlowNet2").mkdir()
+    for name in ("00000.png", "00001.png"):
+        (seq / "Frame" / name).write_bytes((data["frames"] / name).read_bytes())
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(seq / "OF_FlowNet2" / "00000.png")
+    before = checksums(tmp_path / "TestSet")
+    code = inference.main(["--model_path", str(data["checkpoint"]), "--dataset_path",
+                           str(tmp_path / "TestSet"), "--test_save", str(tmp_path / "out"),
+                           "--testsize", "64", "--device", "cpu", "--workers", "1", "--no_progress"])
+    line = assert_user_error(code, capsys.readouterr().err, "64x48 but", "00000.png")
+    assert "worker" not in line.lower() and checksums(tmp_path / "TestSet") == before
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.cli_checks import assert_user_error
-from utils.cli import BadInputError, UserError, make_parser, progress, run_guarded
+from utils.cli import BadInputError, UserError, install_interrupt_hook, make_parser, progress, run_guarded
 from utils.io import atomic_path, temporary_job
 from utils.job import Job, current_job, process_start
 from utils.safety import (LOCK_NAME, check_outputs_apart, check_writable, output_lock,
@@ -81,12 +81,23 @@ def test_parser_names_the_program_and_shows_defaults():
     assert "--debug" in text
 
 
-def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
-    bar = progress(range(1000), desc="frames")
-    for step in bar:
-        bar.set_postfix(loss=step)  # a forced refresh per step, as train.py does
+def test_progress_prints_at_most_one_line_per_30_s_for_all_bars(capsys, monkeypatch):
+    """Several bars in a row (epochs) with forced refreshes: one plain line per 30 s in all."""
+    clock = [1000.0]
+    monkeypatch.setattr("utils.cli.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("utils.cli._LogLines.last_line_at", -float("inf"))
+    for epoch in range(6):
+        bar = progress(range(100), desc=f"epoch {epoch}")
+        for step in bar:
+            bar.set_postfix(loss=step)  # a forced refresh per step, as train.py does
+            clock[0] += 0.01
     err = capsys.readouterr().err
-    assert "\r" not in err and err.count("\n") == 2 and "1000/1000" in err and "loss=999" in err
+    assert "\r" not in err and err.count("\n") == 1 and "epoch 0" in err
+    clock[0] += 30
+    for _ in progress(range(10), desc="later"):
+        pass
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "later" in err
 
 
 @pytest.mark.parametrize("output, ok", [("out", True), ("data", False), ("data/seq/out", False),
@@ -301,3 +312,10 @@ def test_path_conflicts_for_any_layout_and_spelling(data):
     found = {(p.split(" ", 1)[0], re.search(r" (in\d+|out\d+) ", p.split(" ", 2)[2]).group(1))
              for p in problems}
     assert found == expected and len(problems) == len(expected), (reads, writes, problems)
+
+
+def test_ctrl_c_while_a_tool_starts_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    install_interrupt_hook()
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert_user_error(2, capsys.readouterr().err, "interrupted by Ctrl-C")

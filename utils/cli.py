@@ -78,6 +78,20 @@ def report_error(message: str) -> int:
     return EXIT_USER_ERROR
 
 
+INTERRUPTED = "interrupted by Ctrl-C"
+
+
+def install_interrupt_hook() -> None:
+    """Make a Ctrl-C that arrives before :func:`run_guarded` runs (while a tool imports torch)
+    one ``error:`` line instead of a traceback; other uncaught exceptions are untouched."""
+    def hook(kind: type, value: BaseException, trace: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt) and not _debug_requested(False):
+            report_error(f"{INTERRUPTED} while starting — run the same command again")
+        else:
+            sys.__excepthook__(kind, value, trace)
+    sys.excepthook = hook
+
+
 def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:
     """Run ``work()``; return 0, or 2 after one ``error:`` line for an expected error.
 
@@ -88,8 +102,9 @@ def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:
     except KeyboardInterrupt:
         if _debug_requested(debug):
             raise
-        return report_error("interrupted by Ctrl-C — run the same command again to continue "
-                            "(finished outputs are kept; train.py continues with --resume)")
+        return report_error(f"{INTERRUPTED} — run the same command again (finished outputs "
+                            "are kept; inference.py and utils.flow skip them with --skip_existing, "
+                            "train.py continues with --resume auto)")
     except UserError as error:
         if _debug_requested(debug):
             raise
@@ -117,50 +132,26 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 class _LogLines:
-    """File wrapper for tqdm when stderr is not a terminal: one plain line at most every 30 s
-    (forced refreshes such as ``set_postfix`` included); the last state is kept for ``close``."""
+    """File wrapper for tqdm when stderr is not a terminal: plain lines, at most one every 30 s
+    per process counting all bars together (forced refreshes such as ``set_postfix`` and each
+    bar's final state included; a state held back is dropped when a newer one comes)."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream, self.pending, self.last = stream, "", -float("inf")
+    last_line_at = -float("inf")  # monotonic time of this process's last progress line
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
-        if not line:
-            return
-        if time.monotonic() - self.last >= PROGRESS_INTERVAL_S:
-            self.stream.write(line + "\n")
-            self.pending, self.last = "", time.monotonic()
-        else:
-            self.pending = line
+        if line and time.monotonic() - _LogLines.last_line_at >= PROGRESS_INTERVAL_S:
+            sys.stderr.write(line + "\n")
+            _LogLines.last_line_at = time.monotonic()
 
     def flush(self) -> None:
-        self.stream.flush()
-
-    def write_pending(self) -> None:
-        """Print the last state held back by the rate limit (the bar's final line)."""
-        if self.pending:
-            self.stream.write(self.pending + "\n")
-            self.pending = ""
-
-
-class _LogTqdm(tqdm):
-    """tqdm whose final state reaches the log when the bar closes."""
-
-    log_lines: Optional[_LogLines] = None
-
-    def close(self) -> None:
-        super().close()
-        if self.log_lines is not None:
-            self.log_lines.write_pending()
+        sys.stderr.flush()
 
 
 def progress(iterable: Optional[Iterable] = None, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar on stderr; when stderr is not a terminal (CI, nohup, cluster logs) it prints one
-    plain line at most every 30 s instead of carriage-return updates."""
+    """A tqdm bar on stderr; when stderr is not a terminal (CI, nohup, cluster logs) it prints
+    plain lines instead of carriage-return updates, at most one every 30 s per process."""
     if sys.stderr.isatty():
         return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
-    log_lines = _LogLines(sys.stderr)
     kwargs.setdefault("mininterval", 1.0)  # keeps the count fresh; _LogLines limits the lines
-    bar = _LogTqdm(iterable, disable=not enabled, file=log_lines, ascii=True, **kwargs)
-    bar.log_lines = log_lines
-    return bar
+    return tqdm(iterable, disable=not enabled, file=_LogLines(), ascii=True, **kwargs)
