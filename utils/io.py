@@ -135,9 +135,8 @@ def open_image(path: PathLike) -> Image.Image:
     except FileNotFoundError:
         raise
     except Exception as error:  # PIL raises several unrelated exception types
-        raise BadInputError(
-            f"Cannot read image {path}: {error}. Re-export it as PNG/JPEG or remove it."
-        ) from error
+        raise BadInputError(f"Cannot read image {path}: {' '.join(str(error).split())}",
+                            "re-export it as PNG/JPEG or remove it") from error
 
 
 def write_text(path: PathLike, text: str) -> None:
