@@ -37,8 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from utils.cli import (BadInputError, MissingInputError, OutputExistsError, UserError, make_parser,
-                       run_guarded)
+from utils.cli import (BadInputError, MissingInputError, OutputExistsError, UserError, check_all,
+                       make_parser, run_guarded)
 from utils.data.dataset import TestDataset
 from utils.data.images import list_images
 from utils.data.verify import verify_samples
@@ -367,26 +367,36 @@ def _resolve_workers(workers: Union[int, str], device: torch.device) -> int:
 
 
 def _check_config(config: InferenceConfig) -> None:
-    """Argument checks that need no file and no model."""
-    if config.testsize < 32 or config.testsize % 32:
-        raise BadInputError(f"--testsize {config.testsize} is not a positive multiple of 32",
-                            f"use e.g. {max(32, round(config.testsize / 32) * 32)}")
-    if not 0.0 <= config.threshold <= 1.0:
-        raise BadInputError(f"--threshold {config.threshold} is outside [0, 1]", "use e.g. 0.5")
-    if config.amp not in AMP_DTYPES:
-        raise BadInputError(f"--amp {config.amp!r} is unknown", f"use one of {', '.join(AMP_DTYPES)}")
-    require_checkpoint(config.model_path)
-    if config.video and not Path(config.video).exists():
-        raise MissingInputError(f"--video {config.video} does not exist",
-                                "pass a video file or a folder of frames")
-    if config.video and Path(config.video).is_file():
-        check_video(config.video)
-    if config.crf:
-        from utils.inference.crf import require_densecrf
-        try:
-            require_densecrf()
-        except ImportError as error:
-            raise UserError(str(error)) from error
+    """Argument checks that need no model, all problems reported together."""
+    def testsize() -> None:
+        if config.testsize < 32 or config.testsize % 32:
+            raise BadInputError(f"--testsize {config.testsize} is not a positive multiple of 32",
+                                f"use e.g. {max(32, round(config.testsize / 32) * 32)}")
+
+    def threshold() -> None:
+        if not 0.0 <= config.threshold <= 1.0:
+            raise BadInputError(f"--threshold {config.threshold} is outside [0, 1]", "use e.g. 0.5")
+
+    def amp() -> None:
+        if config.amp not in AMP_DTYPES:
+            raise BadInputError(f"--amp {config.amp!r} is unknown", f"use one of {', '.join(AMP_DTYPES)}")
+
+    def video() -> None:
+        if config.video and not Path(config.video).exists():
+            raise MissingInputError(f"--video {config.video} does not exist",
+                                    "pass a video file or a folder of frames")
+        if config.video and Path(config.video).is_file():
+            check_video(config.video)
+
+    def crf() -> None:
+        if config.crf:
+            from utils.inference.crf import require_densecrf
+            try:
+                require_densecrf()
+            except ImportError as error:
+                raise UserError(str(error)) from error
+    check_all([testsize, threshold, amp, lambda: require_checkpoint(config.model_path), video, crf,
+               lambda: resolve_device(config.device)], "argument problems")
 
 
 def _source_record(config: InferenceConfig, inputs: Dict[str, object]) -> Dict[str, object]:

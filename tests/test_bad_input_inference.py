@@ -242,3 +242,11 @@ def test_frame_and_flow_of_different_sizes_found_before_work(capsys, data, tmp_p
     line = assert_user_error(code, capsys.readouterr().err, "64x48 but", "00000.png")
     assert "worker" not in line.lower() and checksums(tmp_path / "TestSet") == before
     assert not (tmp_path / "out").exists()
+
+
+def test_every_argument_problem_in_one_message(capsys, data, tmp_path):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--testsize", "100",
+                    "--threshold", "2", "--device", "mps", "--video", str(tmp_path / "absent.mp4"))
+    assert "4 argument problems" in line
+    for fragment in ("--testsize 100", "--threshold 2", "--device mps", "absent.mp4"):
+        assert fragment in line

@@ -558,3 +558,48 @@ def test_regenerated_toy_set_keeps_what_the_user_added(tmp_path, capsys):
     assert checksums(mine, notes) == before
     assert not (mine.parent / "OF_FlowNet2").exists()
     assert json.loads((out / "toy.json").read_text())["seed"] == 1
+
+
+def test_very_long_frame_names_are_written_within_the_name_limit(tmp_path, capsys):
+    """Frames whose names take 254 of the 255 bytes a file name may have: flow is written (its
+    temporary names are shortened), nothing else changes."""
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for t in range(2):
+        Image.fromarray(_frame(t)).save(frames / f"{'f' * 249}{t}.png")
+    before = checksums(frames)
+    assert flow_main(["--frames", str(frames), "--out", str(tmp_path / "flow")]) == 0
+    assert checksums(frames) == before
+    assert [p.name for p in (tmp_path / "flow").glob("*.jpg")] == [f"{'f' * 249}0.jpg"]
+
+
+def test_a_file_name_over_the_limit_is_one_error_line(tmp_path, capsys):
+    frames = _frames(tmp_path / "clip", 2)
+    _refused(capsys, flow_main(["--frames", str(frames), "--out", str(tmp_path / ("o" * 300))]),
+             "too long")
+
+
+def test_ctrl_c_stops_a_flow_run_with_workers_in_one_line(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C sends) while two worker
+    processes compute flow: one error line, no traceback from the main process or the workers."""
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    texture = (np.random.default_rng(2).random((144, 192 + 60)) * 255).astype(np.uint8)
+    for t in range(60):
+        Image.fromarray(texture[:, t: t + 192]).save(frames / f"{t:05d}.png")
+    before = checksums(frames)
+    out = tmp_path / "clip_OF_FlowNet2"
+    job = subprocess.Popen([sys.executable, "-m", "utils.flow", "--frames", str(frames),
+                            "--workers", "2"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        while job.poll() is None and len(list(out.glob("*.jpg"))) < 3:
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGINT)
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert_user_error(job.returncode, err, "interrupted by Ctrl-C")
+    assert checksums(frames) == before

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable, Iterable, Optional, TextIO
@@ -45,6 +46,21 @@ class MissingInputError(UserError, FileNotFoundError):
 class OutputExistsError(UserError, FileExistsError):
     """An output would replace a file or folder that holds something else (also a
     ``FileExistsError`` for library callers)."""
+
+
+def check_all(checks: Iterable[Callable[[], Any]], what: str = "problems") -> None:
+    """Run every check; raise nothing, the one :class:`UserError` raised, or one
+    :class:`BadInputError` listing all of them (so a run reports all its problems at once)."""
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except UserError as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise BadInputError(f"{len(errors)} {what}: " + " | ".join(map(str, errors)))
 
 
 def os_error_message(error: OSError) -> Optional[str]:
@@ -90,6 +106,12 @@ def install_interrupt_hook() -> None:
         else:
             sys.__excepthook__(kind, value, trace)
     sys.excepthook = hook
+
+
+def ignore_interrupts() -> None:
+    """Initializer of worker processes: they leave Ctrl-C to the main process, which reports it
+    in one line (instead of one traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:

@@ -119,10 +119,11 @@ def check_import(davis: Path, root: Path, pairs: List[Tuple[Path, Path]],
     for src in sources:  # a frame and its annotation: same sequence folder and stem
         by_frame.setdefault((src.parent.name, src.stem), []).append(src)
     problems += check_images(sources, by_frame.values())[1]
-    problems += [f"{dst} already exists and differs from {src}" for src, dst in pairs
-                 if (dst.is_symlink() or dst.exists()) and not _same_entry(src, dst)]
+    taken = [f"{dst} already exists and differs from {src}" for src, dst in pairs
+             if (dst.is_symlink() or dst.exists()) and not _same_entry(src, dst)]
+    problems += taken
     if problems:
-        raise BadInputError(f"{len(problems)} problem(s) stop the DAVIS import:" + listing(problems),
+        raise (OutputExistsError if taken else BadInputError)(f"{len(problems)} problem(s) stop the DAVIS import:" + listing(problems),
                             "pass the DAVIS-2016 root, restore damaged files from its archive, and "
                             "choose a --data_root apart from it whose DAVIS folders are empty")
     check_writable(root, "--data_root")

@@ -51,7 +51,8 @@ import torch
 from tqdm import tqdm
 
 from lib.state_dict import read_weights_file
-from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
+from utils.cli import (BadInputError, MissingInputError, OutputExistsError, ignore_interrupts,
+                       progress as progress_bar)
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
 from utils.data.images import check_images, is_complete_image, list_images, listing, natural_key, read_rgb, sequence_name
@@ -515,6 +516,7 @@ def _run_jobs(jobs: Sequence[FlowJob], method: str, raft: Optional[RaftOptions],
 
 
 def _init_worker() -> None:
+    ignore_interrupts()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 

@@ -17,12 +17,13 @@ them from the flow stage instead, consistent with the flow-stage weights.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from torch import Tensor, nn
 
-from utils.cli import BadInputError, MissingInputError, UserError
+from utils.cli import BadInputError, MissingInputError, check_all
 from utils.checkpoint import detect_backbone, load_model_weights, load_state_dict_file
 from utils.training.state import peek_state
 
@@ -105,16 +106,12 @@ def check_stage_finished(path: Path, stage: str) -> None:
 def for_both_stages(check: Callable[[str, Path], T], paths: dict[str, Path]) -> dict[str, T]:
     """``check(stage, path)`` for the rgb and flow stage files; the problems of both are
     reported in one error (a single problem keeps its own error type)."""
-    results, problems = {}, []
-    for stage, path in paths.items():
-        try:
-            results[stage] = check(stage, path)
-        except UserError as error:
-            problems.append(error)
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise BadInputError("both stage checkpoints are unusable: " + " | ".join(map(str, problems)))
+    results: dict[str, T] = {}
+
+    def run(stage: str, path: Path) -> None:
+        results[stage] = check(stage, path)
+    check_all([functools.partial(run, stage, path) for stage, path in paths.items()],
+              "unusable stage checkpoints")
     return results
 
 
