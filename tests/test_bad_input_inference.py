@@ -250,3 +250,13 @@ def test_every_argument_problem_in_one_message(capsys, data, tmp_path):
     assert "4 argument problems" in line
     for fragment in ("--testsize 100", "--threshold 2", "--device mps", "absent.mp4"):
         assert fragment in line
+
+
+def test_undecodable_video_found_before_the_checkpoint_loads(capsys, data, tmp_path):
+    """The placeholder checkpoint would fail to load: the video is checked first."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    before = checksums(video)
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--video", str(video))
+    assert "clip.mp4" in line and "placeholder" not in line
+    assert checksums(video) == before and not (tmp_path / "out").exists()

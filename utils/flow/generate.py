@@ -550,12 +550,15 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
     if int(workers) < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     start = time.perf_counter()
-    raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
-    if raft is not None:
-        load_raft(raft.weights, raft.model, raft.device)  # fail before any work
     sequences = find_sequences(Path(frames_dir), Path(out_dir) if out_dir else None,
                                frame_folder, flow_folder)
     plan_jobs(sequences, last_frame, save_raw)  # argument checks before any work
+    for seq in sequences:
+        if seq.extract_to is not None:
+            check_video(seq.source)  # an undecodable video before the RAFT weights load
+    raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
+    if raft is not None:
+        load_raft(raft.weights, raft.model, raft.device)  # fail before any work
     with prepare_outputs(sequences, save_raw, skip_existing, overwrite):
         extract_videos(sequences)
         plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
