@@ -584,9 +584,9 @@ def test_ctrl_c_stops_a_flow_run_with_workers_in_one_line(tmp_path):
     processes compute flow: one error line, no traceback from the main process or the workers."""
     frames = tmp_path / "clip"
     frames.mkdir()
-    texture = (np.random.default_rng(2).random((144, 192 + 60)) * 255).astype(np.uint8)
-    for t in range(60):
-        Image.fromarray(texture[:, t: t + 192]).save(frames / f"{t:05d}.png")
+    texture = (np.random.default_rng(2).random((288, 384 + 120)) * 255).astype(np.uint8)
+    for t in range(120):  # enough work that the signal comes mid-run
+        Image.fromarray(texture[:, t: t + 384]).save(frames / f"{t:05d}.png")
     before = checksums(frames)
     out = tmp_path / "clip_OF_FlowNet2"
     job = subprocess.Popen([sys.executable, "-m", "utils.flow", "--frames", str(frames),
@@ -603,3 +603,16 @@ def test_ctrl_c_stops_a_flow_run_with_workers_in_one_line(tmp_path):
             job.kill()
     assert_user_error(job.returncode, err, "interrupted by Ctrl-C")
     assert checksums(frames) == before
+
+
+def test_skip_existing_never_keeps_flow_of_another_method(tmp_path, capsys):
+    """DIS flow is not "done" for a Farneback run: refused, and --overwrite replaces all of it."""
+    frames = _frames(tmp_path / "clip")
+    out = tmp_path / "clip_OF_FlowNet2"
+    assert flow_main(["--frames", str(frames)]) == 0
+    before = checksums(frames, out)
+    _refused(capsys, flow_main(["--frames", str(frames), "--method", "farneback", "--skip_existing"]),
+             "holds dis flow, not farneback flow", "--overwrite")
+    assert checksums(frames, out) == before
+    assert flow_main(["--frames", str(frames), "--method", "farneback", "--overwrite"]) == 0
+    assert json.loads((out / SOURCE_RECORD).read_text())["method"] == "farneback"

@@ -371,16 +371,19 @@ def _source_text(folder: Path, source: Path) -> str:
     return os.path.relpath(real_path(source), real_path(folder))
 
 
-def _ownership_problems(folder: Path, source: Path, skip_existing: bool) -> List[str]:
+def _ownership_problems(folder: Path, source: Path, skip_existing: bool,
+                        method: Optional[str]) -> List[str]:
     """Why writing into ``folder`` could replace outputs that do not belong to ``source``: it
-    records another input, or it holds files but no record (unless ``skip_existing`` keeps them)."""
+    records another input or another flow ``method`` (None for a folder of extracted frames), or
+    it holds files but no record (unless ``skip_existing`` keeps them)."""
     if folder.exists() and not folder.is_dir():
         return [f"{folder} is a file, not a folder"]
     recorded = _recorded_source(folder)
     if recorded is not None:
-        if recorded == _source_text(folder, source):
-            return []
-        return [f"{folder} holds the flow of {os.path.normpath(folder / recorded)}, not of {source}"]
+        if recorded != _source_text(folder, source):
+            return [f"{folder} holds the flow of {os.path.normpath(folder / recorded)}, not of {source}"]
+        made_by = (recorded_source(folder) or {}).get("method", method)  # older records: unknown
+        return [] if made_by == method else [f"{folder} holds {made_by} flow, not {method} flow"]
     held = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
     if held and not skip_existing:
         return [f"{folder} already holds {len(held)} file(s) (e.g. {held[0]}) with no record of their input"]
@@ -399,10 +402,12 @@ def check_frames(sequences: Sequence[FlowSequence]) -> None:
 
 @contextlib.contextmanager
 def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] = None,
-                    skip_existing: bool = False, overwrite: bool = False) -> Iterator[None]:
+                    skip_existing: bool = False, overwrite: bool = False,
+                    method: str = "dis") -> Iterator[None]:
     """Check and hold every output folder before any work (see the module docstring): outputs
-    apart from inputs, ownership (``overwrite`` replaces another input's outputs), frame headers,
-    then locks and source records. The locks are held until the ``with`` block ends."""
+    apart from inputs, ownership (``overwrite`` replaces the outputs of another input or another
+    ``method``), frame headers, then locks and source records. The locks are held until the
+    ``with`` block ends."""
     names = {seq.source: seq.name for seq in reversed(sequences)}  # first sequence of each source
     outputs: Dict[str, Path] = {}
     known: set = set()  # (source, folder): the sequences of one flat folder share its outputs
@@ -413,8 +418,10 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
                 outputs[key] = folder
     check_outputs_apart({f"frames of {name}": source for source, name in names.items()}, outputs)
     owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw).values()}
+    extracted = {seq.extract_to for seq in sequences}
+    made_by = {folder: None if folder in extracted else method for folder in owners}
     foreign = {folder: problems for folder, source in owners.items()
-               if (problems := _ownership_problems(folder, source, skip_existing))}
+               if (problems := _ownership_problems(folder, source, skip_existing, made_by[folder]))}
     if foreign and not overwrite:
         raise OutputExistsError("refusing to replace existing outputs:"
                                 + listing([p for problems in foreign.values() for p in problems]),
@@ -426,7 +433,8 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
             locks.enter_context(output_lock(folder, "utils.flow"))
             if folder in foreign and _recorded_source(folder) is not None:
                 _remove_outputs(folder)  # --overwrite of another input's flow: none of it survives
-            record_source(folder, {"source": _source_text(folder, source), "tool": "utils.flow"})
+            record_source(folder, {"source": _source_text(folder, source), "tool": "utils.flow",
+                                   "method": made_by[folder]})
         yield
 
 
@@ -559,7 +567,8 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
     raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
     if raft is not None:
         load_raft(raft.weights, raft.model, raft.device)  # fail before any work
-    with prepare_outputs(sequences, save_raw, skip_existing, overwrite):
+    made_by = f"raft ({raft_model})" if method == "raft" else method
+    with prepare_outputs(sequences, save_raw, skip_existing, overwrite, made_by):
         extract_videos(sequences)
         plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
         total = sum(len(p) for p in plans)
