@@ -260,3 +260,14 @@ def test_undecodable_video_found_before_the_checkpoint_loads(capsys, data, tmp_p
     line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--video", str(video))
     assert "clip.mp4" in line and "placeholder" not in line
     assert checksums(video) == before and not (tmp_path / "out").exists()
+
+
+def test_maps_without_a_record_are_not_replaced(capsys, data, tmp_path):
+    """--test_save already holds maps (or anything) that no inference.py run recorded."""
+    mine = tmp_path / "out" / "Toy" / "seq" / "00000.png"
+    mine.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(mine)
+    before = checksums(tmp_path / "out")
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"))
+    assert "no record" in line and "--overwrite" in line
+    assert checksums(tmp_path / "out") == before
