@@ -305,11 +305,13 @@ def stage_inputs(config: TrainConfig) -> tuple[Path, Path]:
     return paths["pretrain_rgb"], paths["pretrain_flow"]
 
 
-def read_paths(config: TrainConfig) -> dict[str, str | None]:
-    """What the run reads besides its own resume state: the data, the stage checkpoints and the
-    ImageNet file (None where not used)."""
+def read_paths(config: TrainConfig) -> dict[str, object]:
+    """What the run reads besides its own resume state: the data and the stage's folders in it
+    (which may be symlinks), the stage checkpoints and the ImageNet file (None where not used)."""
     finetune = config.train_type == "finetune"
+    subset, roles = TRAIN_TYPES.get(config.train_type, ("", {}))
     return {"--data_root": config.data_root, "--imagenet": config.imagenet,
+            "the training folder": [Path(config.data_root) / subset / name for name in roles.values()],
             "--rgb_ckpt": config.rgb_ckpt if finetune else None,
             "--flow_ckpt": config.flow_ckpt if finetune else None}
 

@@ -592,7 +592,9 @@ def test_ctrl_c_stops_a_flow_run_with_workers_in_one_line(tmp_path):
     job = subprocess.Popen([sys.executable, "-m", "utils.flow", "--frames", str(frames),
                             "--workers", "2"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+                           start_new_session=True,  # (a test runner in the background ignores
+                           # SIGINT, and children inherit that: give it back to the tool)
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while job.poll() is None and len(list(out.glob("*.jpg"))) < 3:
             time.sleep(0.05)

@@ -306,3 +306,15 @@ def test_two_bad_stage_checkpoints_are_one_message(data: Path, tmp_path: Path, c
     line = main_error(capsys, argv, str(rgb), str(flow), "2 unusable stage checkpoints")
     assert "weights_only" not in line
     assert checksums(tmp_path) == before
+
+
+def test_training_folder_symlinked_into_the_run_folder(own_data: Path, tmp_path: Path, capsys) -> None:
+    """data_root itself lies apart, but its Imgs folder is a symlink into the run folder."""
+    run = tmp_path / "runs" / "FSNet" / "pretrain_rgb"
+    run.mkdir(parents=True)
+    images = own_data / IMAGES
+    images.rename(run / "Imgs")
+    images.symlink_to(run / "Imgs", target_is_directory=True)
+    before = checksums(tmp_path)
+    main_error(capsys, _argv(own_data, tmp_path / "runs"), "the training folder", "overlaps")
+    assert checksums(tmp_path) == before
