@@ -618,3 +618,11 @@ def test_skip_existing_never_keeps_flow_of_another_method(tmp_path, capsys):
     assert checksums(frames, out) == before
     assert flow_main(["--frames", str(frames), "--method", "farneback", "--overwrite"]) == 0
     assert json.loads((out / SOURCE_RECORD).read_text())["method"] == "farneback"
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "vulkan", "garbage"])
+def test_flow_device_other_than_cpu_or_cuda(tmp_path, capsys, device):
+    frames = _frames(tmp_path / "clip", 2)
+    before = checksums(frames)
+    _refused(capsys, flow_main(["--frames", str(frames), "--device", device]), "--device", "cpu")
+    assert checksums(frames) == before and not (tmp_path / "clip_OF_FlowNet2").exists()

@@ -55,6 +55,7 @@ from utils.cli import (BadInputError, MissingInputError, OutputExistsError, igno
                        progress as progress_bar)
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
+from utils.device import resolve_device
 from utils.data.images import check_images, is_complete_image, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
 from utils.weights import raft_weights_file, set_offline, user_errors
@@ -564,6 +565,7 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
     for seq in sequences:
         if seq.extract_to is not None:
             check_video(seq.source)  # an undecodable video before the RAFT weights load
+    device = str(resolve_device(device))  # cpu or cuda[:N]; anything else is refused here
     raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
     if raft is not None:
         load_raft(raft.weights, raft.model, raft.device)  # fail before any work
