@@ -318,3 +318,17 @@ def test_training_folder_symlinked_into_the_run_folder(own_data: Path, tmp_path:
     before = checksums(tmp_path)
     main_error(capsys, _argv(own_data, tmp_path / "runs"), "the training folder", "overlaps")
     assert checksums(tmp_path) == before
+
+
+def test_mask_of_an_ambiguous_encoding_found_before_training(own_data: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    """A CMYK GT (ink coverage, not a mask) is refused when the headers are read, not by a
+    loader worker mid-epoch."""
+    gt = next((own_data / GTS).glob("*.png"))
+    cmyk = gt.with_suffix(".jpg")
+    Image.open(gt).convert("CMYK").save(cmyk)
+    gt.unlink()
+    before = checksums(own_data)
+    main_error(capsys, _argv(own_data, tmp_path, "--max_samples", "1000"), cmyk.name,
+               "no single reading as a mask")
+    assert checksums(own_data) == before and not (tmp_path / "FSNet" / "pretrain_rgb" / "last.pth").exists()

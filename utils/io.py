@@ -42,6 +42,8 @@ from utils.job import Job, current_job, job_from_tag
 
 PathLike = Union[str, os.PathLike]
 FOREGROUND_ABOVE = 128  # a mask pixel is foreground where its decided grey exceeds this
+#: PIL modes a mask may have (others, e.g. float or CMYK, have no single reading as a mask)
+MASK_MODES = ("1", "P", "PA", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N")
 NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, APFS, NTFS)
 TEMP_SUFFIX = ".tmp"
 TEMP_RANDOM_CHARS = 8  # tempfile.mkstemp's random part
@@ -161,18 +163,18 @@ def mask_to_gray(image: Image.Image, path: PathLike = "<mask>") -> np.ndarray:
         if mode == "PA":
             gray = np.where(np.asarray(image.getchannel("A")) > 0, gray, 0).astype(np.uint8)
         return gray
-    if mode.startswith("I") and mode != "I;16S":
+    if mode not in MASK_MODES:
+        raise BadInputError(f"mask {path} has the image mode {mode!r}, whose values cannot be read "
+                            "as a mask unambiguously",
+                            "save it as an 8-bit grey PNG (0 = background, 255 = foreground)")
+    if mode.startswith("I"):
         values = _as_16_bit(np.asarray(image), path)
     elif mode in ("LA", "RGBA"):
         alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
         luminance = np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
         values = np.round(luminance * alpha).astype(np.uint8)
-    elif mode in ("L", "RGB"):
-        values = np.asarray(image.convert("L"), dtype=np.uint8)
     else:
-        raise BadInputError(f"mask {path} has the image mode {mode!r}, whose values cannot be read "
-                            "as a mask unambiguously",
-                            "save it as an 8-bit grey PNG (0 = background, 255 = foreground)")
+        values = np.asarray(image.convert("L"), dtype=np.uint8)
     return _levels_to_gray(values, path)
 
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from eval.sod.resize import imresize_bicubic
 from utils.cli import BadInputError, UserError
-from utils.io import FOREGROUND_ABOVE, mask_to_gray, open_image
+from utils.io import FOREGROUND_ABOVE, MASK_MODES, mask_to_gray, open_image
 
 NOTE_TEXT = {
     "rgb_gt": "RGB GT mask: luminance, then the shared mask reader's rules (> 128)",
@@ -50,14 +50,13 @@ NOTE_TEXT = {
 
 
 MATLAB_MODES = ("1", "P", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N")
-GT_MODES = MATLAB_MODES + ("PA",)  # what the shared mask reader reads
 GT_NOTES = {"P": "palette_gt", "PA": "palette_gt", "LA": "alpha_gt", "RGBA": "alpha_gt",
             "RGB": "rgb_gt", "I": "high_bit_gt", "I;16": "high_bit_gt"}
 
 
 def supported_mode(mode: str, role: str) -> bool:
     """Whether a GT (``role`` "gt") or prediction ("pred") of this PIL mode can be decoded."""
-    return mode in (GT_MODES if role == "gt" else MATLAB_MODES)
+    return mode in (MASK_MODES if role == "gt" else MATLAB_MODES)
 
 
 class VSODInputError(UserError, ValueError):
