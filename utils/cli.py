@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional, TextIO
+from typing import Any, Callable, Iterable, Optional
 
 from tqdm import tqdm
 
