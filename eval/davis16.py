@@ -13,6 +13,10 @@ docs/evaluation-davis16.md for the specification.
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while numpy/scipy are still being imported is one error line too
+
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path

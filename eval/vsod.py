@@ -15,6 +15,10 @@ every evaluated GT and prediction file read, with all problems in one error.
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while numpy/scipy are still being imported is one error line too
+
 import argparse
 import logging
 import sys
