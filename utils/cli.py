@@ -49,8 +49,9 @@ class OutputExistsError(UserError, FileExistsError):
 
 
 def check_all(checks: Iterable[Callable[[], Any]], what: str = "problems") -> None:
-    """Run every check; raise nothing, the one :class:`UserError` raised, or one
-    :class:`BadInputError` listing all of them (so a run reports all its problems at once)."""
+    """Run every check; raise nothing, the one :class:`UserError` raised, or one error listing
+    all of them (so a run reports all its problems at once): of their common class when they
+    share one (e.g. :class:`MissingInputError`), else a :class:`BadInputError`."""
     errors = []
     for check in checks:
         try:
@@ -60,7 +61,8 @@ def check_all(checks: Iterable[Callable[[], Any]], what: str = "problems") -> No
     if len(errors) == 1:
         raise errors[0]
     if errors:
-        raise BadInputError(f"{len(errors)} {what}: " + " | ".join(map(str, errors)))
+        kind = type(errors[0]) if len({type(error) for error in errors}) == 1 else BadInputError
+        raise kind(f"{len(errors)} {what}: " + " | ".join(map(str, errors)))
 
 
 def os_error_message(error: OSError) -> Optional[str]:
