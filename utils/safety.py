@@ -1,5 +1,8 @@
-"""Guards that keep a user's data safe (torch-free): outputs never touch inputs, one live job per
-output folder, and outputs are checked writable before any work starts.
+"""Guards that keep a user's data safe (torch-free), all applied before any work starts: every
+read and write path of a run compared after full resolution (outputs never touch inputs or each
+other), one live job per output folder (locks naming the job: host, PID, process start time; only
+a dead job's temporaries are removed), records of what made a folder's outputs, and outputs
+checked writable.
 """
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import FrozenSet, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from utils.cli import UserError, os_error_message
@@ -20,16 +23,14 @@ from utils.job import DEAD, LIVE, Job, current_job
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".fsnet.lock"
 SOURCE_RECORD = ".fsnet-source.json"  # what made the outputs of a folder
-FRESH_LOCK_S = 10.0
+FRESH_LOCK_S = 10.0  # a lock this young with no readable owner may be one being written
+PathSpec = Union[PathLike, Iterable[PathLike], None]  # one path, several, or None (not used)
+SHOWN_CONFLICTS = 10
 
 
 def real_path(path: PathLike) -> Path:
     """Absolute path with ``~``, ``..`` and symlinks resolved (the path need not exist)."""
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
-
-
-PathSpec = Union[PathLike, Iterable[PathLike], None]  # one path, several, or None (not used)
-SHOWN_CONFLICTS = 10
 
 
 @dataclass(frozen=True)
