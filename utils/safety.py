@@ -187,8 +187,10 @@ def _owner(info: dict) -> str:
 def _refuse_lock(lock: Path, info: dict, state: str) -> UserError:
     folder = lock.parent
     if state == LIVE:
+        unsure = "" if info.get("process_start") else (  # a lock that cannot tell a reused PID
+            f" (if process {info.get('pid', '?')} is not that job, delete {lock})")
         return UserError(f"{folder} is in use by {_owner(info)}",
-                         "wait for that job to finish, or choose another output folder")
+                         f"wait for that job to finish, or choose another output folder{unsure}")
     return UserError(f"{folder} is locked by {_owner(info)}, which this machine cannot check",
                      f"if that job no longer runs, delete {lock}; else choose another output "
                      "folder")
