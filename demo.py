@@ -33,7 +33,7 @@ from eval.sod.report import format_table, schema, write_json
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
 from utils.cli import MissingInputError, make_parser, run_guarded
-from utils.data.toy import make_toy_dataset, remove_toy_files
+from utils.data.toy import RECORD as TOY_RECORD, make_toy_dataset, remove_toy_files
 from utils.device import resolve_device
 from utils.inference.overlay import write_overlay_gif
 from utils.io import write_text
@@ -148,6 +148,7 @@ def clear_outputs(paths: DemoPaths) -> None:
     """``--fresh``: delete what this demo wrote (the toy files recorded in its toy.json, the
     stage folders, the untrained checkpoint, masks, reports and GIFs); anything else stays."""
     remove_toy_files(paths.data)
+    (paths.data / TOY_RECORD).unlink(missing_ok=True)  # so that the toy set is made again
     for folder in [paths.run / stage for stage in STAGES] + [paths.result / name for name in RESULT_FOLDERS]:
         shutil.rmtree(folder, ignore_errors=True)
     for path in [paths.run / "untrained.pth", *paths.result.glob("davis16_*.json"),
@@ -242,7 +243,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
 def _run_phases(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths) -> dict:
     timer, start = PhaseTimer(), time.perf_counter()
-    if (paths.data / "toy.json").is_file():
+    if (paths.data / TOY_RECORD).is_file():
         print(f"reusing the toy data set in {paths.data} (--fresh to regenerate)")
     else:
         timer.run("toy data set + DIS optical flow", lambda: make_data(args, paths))

@@ -131,5 +131,7 @@ def test_fresh_keeps_what_the_demo_did_not_write(tmp_path: Path) -> None:
     for path in mine + theirs:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
+    (paths.data / "toy.json").write_text(json.dumps({"files": []}))
     demo.clear_outputs(paths)
     assert not any(p.exists() for p in mine) and all(p.exists() for p in theirs)
+    assert not (paths.data / "toy.json").exists()  # the next run makes the toy set again
