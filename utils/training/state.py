@@ -117,7 +117,8 @@ def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path
         raise BadInputError(
             f"Cannot resume from {path}: these arguments differ from the interrupted run, so it "
             "would not continue the same training:\n  " + "\n  ".join(changed)
-            + "\nRun with the original values, or start a new run (--run_name / --overwrite)."
+            + "\nRun with the original values, or start a new run: another --run_name, or "
+            "--overwrite instead of --resume."
         )
     return {key: [saved.get(key), current.get(key)] for key in differ}
 
