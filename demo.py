@@ -11,7 +11,12 @@ training loop here. Re-running reuses what exists (toy data, stage checkpoints, 
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
+import hashlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,14 +34,16 @@ from lib.checkpoint import checkpoint_dict
 from lib.fsnet import FSNet
 from utils.checkpoint import save_checkpoint
 from utils.cli import MissingInputError, add_device_argument, make_parser, run_guarded
-from utils.data.synthetic import make_toy_dataset
+from utils.data.synthetic import RECORD as TOY_RECORD, make_toy_dataset, remove_toy_files
 from utils.device import resolve_device
 from utils.inference.overlay import write_overlay_gif
 from utils.io import write_text
-from utils.safety import LOCK_NAME, check_writable, output_lock
+from utils.safety import check_outputs_apart, check_writable, output_lock, real_path
 from utils.training.state import is_finished
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
+DEFAULT_BACKBONE = "res2net50"
+RESULT_FOLDERS = ("untrained-binary", "binary", "saliency")  # the masks of the three inferences
 TOY_DATASET = "Toy"
 T = TypeVar("T")
 
@@ -79,11 +86,19 @@ class DemoPaths:
         return self.data / "TestSet"
 
     @classmethod
-    def under(cls, workdir: Path, quick: bool) -> "DemoPaths":
-        """The demo's folders under ``workdir`` (``--quick`` runs use their own)."""
-        tag = "demo-quick" if quick else "demo"
-        return cls(data=workdir / "dataset" / ("ToyQuick" if quick else "Toy"),
-                   snapshot=workdir / "snapshot", tag=tag, result=workdir / "result" / tag)
+    def under(cls, workdir: Path, args: argparse.Namespace) -> "DemoPaths":
+        """The demo's folders under ``workdir``. ``--quick`` runs, and runs with another
+        ``--backbone``, ``--seed`` or ``--imagenet`` file, use their own folders, so that a
+        re-run never reuses data, stages or masks made with other settings."""
+        variant = "".join((
+            f"-{args.backbone}" if args.backbone != DEFAULT_BACKBONE else "",
+            f"-seed{args.seed}" if args.seed else "",
+            f"-imagenet-{hashlib.sha1(str(real_path(args.imagenet)).encode()).hexdigest()[:8]}"
+            if args.imagenet else ""))
+        tag = ("demo-quick" if args.quick else "demo") + variant
+        data = ("ToyQuick" if args.quick else "Toy") + (f"-seed{args.seed}" if args.seed else "")
+        return cls(data=workdir / "dataset" / data, snapshot=workdir / "snapshot", tag=tag,
+                   result=workdir / "result" / tag)
 
 
 class PhaseTimer:
@@ -110,7 +125,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true",
                         help="delete this demo's data, checkpoints and results first")
     parser.add_argument("--workdir", default=".", help="root for dataset/, snapshot/, result/")
-    parser.add_argument("--backbone", default="res2net50", choices=("res2net50", "resnet50"),
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=("res2net50", "resnet50"),
                         help="backbone network")
     parser.add_argument("--imagenet", default=None, metavar="PATH",
                         help="ImageNet backbone file; default: random initialisation")
@@ -125,17 +140,22 @@ def check_inputs(args: argparse.Namespace, paths: DemoPaths) -> None:
     if args.imagenet and not Path(args.imagenet).is_file():
         raise MissingInputError(f"--imagenet {args.imagenet} does not exist",
                                 "pass an ImageNet backbone file, or drop --imagenet")
+    check_outputs_apart({"--imagenet": args.imagenet}, {
+        "the toy data set": paths.data, "the run folder": paths.run, "the result folder": paths.result})
     for folder in (paths.data.parent, paths.snapshot, paths.result):
         check_writable(folder)
 
 
 def clear_outputs(paths: DemoPaths) -> None:
-    """``--fresh``: delete this demo's data set, checkpoints and results (the lock file stays)."""
-    shutil.rmtree(paths.data, ignore_errors=True)
-    shutil.rmtree(paths.run, ignore_errors=True)
-    for child in paths.result.iterdir():
-        if child.name != LOCK_NAME:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    """``--fresh``: delete what this demo wrote (the toy files recorded in its toy.json, the
+    stage folders, the untrained checkpoint, masks, reports and GIFs); anything else stays."""
+    remove_toy_files(paths.data)
+    (paths.data / TOY_RECORD).unlink(missing_ok=True)  # so that the toy set is made again
+    for folder in [paths.run / stage for stage in STAGES] + [paths.result / name for name in RESULT_FOLDERS]:
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in [paths.run / "untrained.pth", *paths.result.glob("davis16_*.json"),
+                 paths.result / "vsod_trained.json", *paths.result.glob("overlay_*.gif")]:
+        path.unlink(missing_ok=True)
 
 
 def make_data(args: argparse.Namespace, paths: DemoPaths) -> Path:
@@ -215,7 +235,7 @@ def write_overlay(paths: DemoPaths, pred: Path) -> Path:
 def run_demo(args: argparse.Namespace) -> dict:
     """Run every phase and return a summary (mean-J untrained/trained, tables, timings, paths)."""
     recipe = QUICK_RECIPE if args.quick else FULL_RECIPE
-    paths = DemoPaths.under(Path(args.workdir), args.quick)
+    paths = DemoPaths.under(Path(args.workdir), args)
     check_inputs(args, paths)
     with output_lock(paths.result, "demo.py"):
         if args.fresh:
@@ -225,14 +245,13 @@ def run_demo(args: argparse.Namespace) -> dict:
 
 def _run_phases(args: argparse.Namespace, recipe: Recipe, paths: DemoPaths) -> dict:
     timer, start = PhaseTimer(), time.perf_counter()
-    if (paths.data / "toy.json").is_file():
+    if (paths.data / TOY_RECORD).is_file():
         print(f"reusing the toy data set in {paths.data} (--fresh to regenerate)")
     else:
         timer.run("toy data set + DIS optical flow", lambda: make_data(args, paths))
     checkpoints = trained_stages(args, recipe, paths, timer)
     untrained = save_untrained(args, paths)
-    binary_untrained = paths.result / "untrained-binary"
-    binary, saliency = paths.result / "binary", paths.result / "saliency"
+    binary_untrained, binary, saliency = (paths.result / name for name in RESULT_FOLDERS)
     for name, checkpoint, mode, out in (("untrained model (binary)", untrained, "binary", binary_untrained),
                                         ("finetuned model (binary)", checkpoints["finetune"], "binary", binary),
                                         ("finetuned model (saliency)", checkpoints["finetune"], "saliency",

@@ -22,6 +22,10 @@ Library use: ``predict(InferenceConfig(...)) -> InferenceResult``; command line:
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 import json
 import os
@@ -34,12 +38,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from utils.cli import (BadInputError, ListAction, MissingInputError, OutputExistsError, UserError,
-                       add_device_argument, make_parser, run_guarded)
+                       add_device_argument, check_all, make_parser, run_guarded)
 from utils.data.dataset import TestDataset
 from utils.data.images import list_images
 from utils.data.verify import verify_samples
 from utils.device import AMP_DTYPES, add_amp_argument, resolve_device
-from utils.flow.generate import extract_frames, generate_flow
+from utils.flow.generate import check_video, extract_frames, extracted_frames, generate_flow
 from utils.flow.options import add_flow_arguments
 from utils.inference.overlay import write_overlay_gif
 from utils.inference.postprocess import MODES
@@ -48,8 +52,8 @@ from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions,
                                      predict_dataset, require_checkpoint, resolve_backend,
                                      resolve_batchsize)
 from utils.io import save_json
-from utils.safety import (check_outputs_apart, output_lock, real_path, record_source,
-                          source_differences)
+from utils.safety import (check_outputs_apart, output_lock, real_path, record_source, recorded_source,
+                          remove_stale_temporaries, source_differences)
 from utils.weights import add_offline_argument, set_offline
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
@@ -242,13 +246,16 @@ def prepare_video(video: Path, work_dir: Path, method: str, raft_weights: Option
                 f"--skip_existing: {work_dir} was made from {previous['path']}, which differs from "
                 f"{video} (or has changed since): rerun without --skip_existing to rebuild it.")
     elif work_dir.exists():
-        shutil.rmtree(work_dir)  # removes a Frame link, never what it points to
+        if not record.is_file():
+            raise OutputExistsError(f"{work_dir} holds files that inference.py did not write "
+                                    "(it has no source.json)", "choose another --test_save")
+        shutil.rmtree(work_dir)  # ours; removes a Frame link, never what it points to
     save_json(source, record)
     frame_dir = work_dir / "Frame"
     if video.is_dir():
         if not frame_dir.exists():
             frame_dir.symlink_to(video.resolve(), target_is_directory=True)
-    elif not (frame_dir.is_dir() and list_images(frame_dir)):
+    elif extracted_frames(frame_dir) is None:  # none yet, or an interrupted extraction
         extract_frames(video, frame_dir)
     generate_flow(frame_dir, work_dir / VIDEO_FLOW_FOLDER, method=method, last_frame="backward",
                   skip_existing=skip_existing, raft_weights=raft_weights, raft_model=raft_model,
@@ -284,10 +291,14 @@ def _print_summary(summary: Dict[str, object]) -> None:
         print(f"Overlay GIF: {summary['overlay_gif']}")
 
 
+def _video_name(video: Path) -> str:
+    """The sequence name of a ``--video`` (file stem, or the frame folder's name)."""
+    return video.stem if video.is_file() else video.resolve().name
+
+
 def _video_job(config: InferenceConfig) -> Tuple[str, TestDataset]:
     video = Path(config.video)
-    name = video.stem if video.is_file() else video.resolve().name
-    work_dir = prepare_video(video, Path(config.test_save) / f"{VIDEO_DATASET}-input" / name,
+    work_dir = prepare_video(video, Path(config.test_save) / f"{VIDEO_DATASET}-input" / _video_name(video),
                              config.flow_method, config.raft_weights, config.skip_existing,
                              config.show_progress, config.raft_model)
     return VIDEO_DATASET, TestDataset(work_dir, config.testsize, VIDEO_FLOW_FOLDER, "Frame")
@@ -313,9 +324,19 @@ def _dataset_jobs(config: InferenceConfig) -> Tuple[List[Tuple[str, TestDataset]
         raise BadInputError(problems[0])
     if problems:
         raise BadInputError(f"{len(problems)} datasets cannot be read: " + " | ".join(problems))
-    verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
-                    for _, _, frame, flow in dataset.samples], same_size=False, what="test")
     return jobs, absent
+
+
+def _read_paths(config: InferenceConfig, jobs: List[Tuple[str, TestDataset]]) -> Dict[str, object]:
+    """Every file and folder the run reads: checkpoint, inputs, each dataset folder (as spelled
+    with ``--datasets``) and every frame and flow folder (which may be symlinks)."""
+    folders = {path.parent for _, dataset in jobs for _, _, frame, flow in dataset.samples
+               for path in (frame, flow)}
+    return {"--model_path": config.model_path, "--raft_weights": config.raft_weights,
+            "--video": config.video,
+            "--dataset_path": None if config.video else config.dataset_path,
+            "--datasets": [Path(config.dataset_path) / name for name, _ in jobs],
+            "the frame and flow folder": sorted(folders)}
 
 
 def _write_video_overlay(dataset: TestDataset, masks_dir: Path) -> Path:
@@ -343,38 +364,74 @@ def _resolve_workers(workers: Union[int, str], device: torch.device) -> int:
 
 
 def _check_config(config: InferenceConfig) -> None:
-    """Argument checks that need no file and no model."""
-    if config.testsize < 32 or config.testsize % 32:
-        raise BadInputError(f"--testsize {config.testsize} is not a positive multiple of 32",
-                            f"use e.g. {max(32, round(config.testsize / 32) * 32)}")
-    if not 0.0 <= config.threshold <= 1.0:
-        raise BadInputError(f"--threshold {config.threshold} is outside [0, 1]", "use e.g. 0.5")
-    if config.amp not in AMP_DTYPES:
-        raise BadInputError(f"--amp {config.amp!r} is unknown", f"use one of {', '.join(AMP_DTYPES)}")
-    require_checkpoint(config.model_path)
-    if config.video and not Path(config.video).exists():
-        raise MissingInputError(f"--video {config.video} does not exist",
-                                "pass a video file or a folder of frames")
-    if config.crf:
-        from utils.inference.crf import require_densecrf
-        try:
-            require_densecrf()
-        except ImportError as error:
-            raise UserError(str(error)) from error
+    """Argument checks that need no model, all problems reported together."""
+    def testsize() -> None:
+        if config.testsize < 32 or config.testsize % 32:
+            raise BadInputError(f"--testsize {config.testsize} is not a positive multiple of 32",
+                                f"use e.g. {max(32, round(config.testsize / 32) * 32)}")
+
+    def threshold() -> None:
+        if not 0.0 <= config.threshold <= 1.0:
+            raise BadInputError(f"--threshold {config.threshold} is outside [0, 1]", "use e.g. 0.5")
+
+    def amp() -> None:
+        if config.amp not in AMP_DTYPES:
+            raise BadInputError(f"--amp {config.amp!r} is unknown", f"use one of {', '.join(AMP_DTYPES)}")
+
+    def video() -> None:
+        if config.video and not Path(config.video).exists():
+            raise MissingInputError(f"--video {config.video} does not exist",
+                                    "pass a video file or a folder of frames")
+        if config.video and Path(config.video).is_file():
+            check_video(config.video)
+
+    def crf() -> None:
+        if config.crf:
+            from utils.inference.crf import require_densecrf
+            try:
+                require_densecrf()
+            except ImportError as error:
+                raise UserError(str(error)) from error
+    check_all([testsize, threshold, amp, lambda: require_checkpoint(config.model_path), video, crf,
+               lambda: resolve_device(config.device)], "argument problems")
 
 
 def _source_record(config: InferenceConfig, inputs: Dict[str, object]) -> Dict[str, object]:
     """What makes this job's maps: checkpoint, inputs (real paths) and the settings that change them."""
+    stat = Path(config.model_path).stat()
     return {"tool": "inference.py", "model_path": str(real_path(config.model_path)),
+            "model_file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
             "inputs": {flag: str(real_path(path)) for flag, path in inputs.items()},
             "mode": config.mode, "testsize": config.testsize, "threshold": config.threshold,
             "crf": config.crf}
 
 
-def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool) -> None:
-    """Refuse a ``--test_save`` holding another job's maps unless ``overwrite``."""
+def _map_folders(config: InferenceConfig, jobs: List[Tuple[str, TestDataset]]) -> List[Path]:
+    """The folders this run writes maps into (for ``--video``: its map and work folders)."""
+    test_save = Path(config.test_save)
+    if config.video:
+        name = _video_name(Path(config.video))
+        return [test_save / VIDEO_DATASET / name, test_save / f"{VIDEO_DATASET}-input" / name]
+    return [test_save / name / seq for name, dataset in jobs for seq in dataset.sequences]
+
+
+def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool,
+                 folders: Sequence[Path]) -> None:
+    """Refuse a ``--test_save`` holding another job's maps, or maps with no record of the job
+    that made them, unless ``overwrite``."""
+    if overwrite:
+        return
+    if recorded_source(test_save) is None:
+        held = next((path for folder in folders if folder.is_dir() for path in folder.iterdir()
+                     if not path.name.startswith(".")), None)
+        if held is not None:
+            raise OutputExistsError(f"--test_save {test_save} already holds {held}, with no record "
+                                    "of the job that made it",
+                                    "choose another --test_save, or pass --overwrite to write "
+                                    "over it")
+        return
     changed = source_differences(test_save, source)
-    if not changed or overwrite:
+    if not changed:
         return
     raise OutputExistsError(f"--test_save {test_save} holds the maps of another job (it differs in "
                             f"{', '.join(changed)})",
@@ -396,22 +453,28 @@ def predict(config: InferenceConfig) -> InferenceResult:
     workers = _resolve_workers(config.workers, device)
     test_save = Path(config.test_save)
     inputs = {"--video": config.video} if config.video else {"--dataset_path": config.dataset_path}
-    check_outputs_apart(inputs, {"--test_save": test_save})
+    jobs, absent = ([], []) if config.video else _dataset_jobs(config)
+    check_outputs_apart(_read_paths(config, jobs), {
+        "--test_save": test_save, "the output folder": [test_save / name for name, _ in jobs]})
     blocker = next((p for p in (test_save, *test_save.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise UserError(f"--test_save {test_save} cannot be made: {blocker} is a file",
                         "choose an output folder path")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick kernels
-    jobs, absent = ([], []) if config.video else _dataset_jobs(config)
+    verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
+                    for _, _, frame, flow in dataset.samples], what="test")
     source = _source_record(config, inputs)
-    _check_owner(test_save, source, config.overwrite)
+    folders = _map_folders(config, jobs)
+    _check_owner(test_save, source, config.overwrite, folders)
     with output_lock(test_save, "inference.py"):
         predictor, backbone = load_predictor(config.model_path, device, config.backbone, backend,
                                              config.testsize)
         record_source(test_save, source)  # the checkpoint is usable: these maps are now its
         if config.video:
             jobs = [_video_job(config)]
+        for folder in folders:
+            remove_stale_temporaries(folder)
         print(f"inference: backend {backend}, batch {batchsize}, amp {config.amp}, device {device}, "
               f"{backbone}, {sum(len(d) for _, d in jobs)} frames, mode {config.mode}")
         options = PredictOptions(mode=config.mode, threshold=config.threshold, batchsize=batchsize,

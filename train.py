@@ -17,6 +17,10 @@ Everything is checked before the model is built (docs/training.md, "Checks befor
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 import contextlib
 import io
@@ -52,7 +56,7 @@ from utils.safety import check_outputs_apart, output_lock
 from utils.training import distributed
 from utils.training.distributed import DistEnv, ResumableDistributedSampler
 from utils.training.finetune_init import (
-    FLOW_BN_STATS_CHOICES, PRETRAIN_STAGES, check_stage_finished, init_finetune,
+    FLOW_BN_STATS_CHOICES, PRETRAIN_STAGES, check_stage_finished, for_both_stages, init_finetune,
     require_stage_file,
 )
 from utils.training.run_info import collect_run_info
@@ -360,17 +364,30 @@ def open_resume(config: TrainConfig, last_path: Path, env: DistEnv
 
 def stage_inputs(config: TrainConfig) -> tuple[Path | None, Path | None]:
     """finetune: the rgb and flow stage checkpoints (given, or the earlier stages' finished
-    last.pth; ``None`` for a stage the network does not have); errors name the missing stage."""
-    paths: list[Path | None] = []
-    stages = PRETRAIN_STAGES[config.streams]
-    for stage, given in (("pretrain_rgb", config.rgb_ckpt), ("pretrain_flow", config.flow_ckpt)):
-        path = Path(given) if given else Path(config.save_path) / config.run_name / stage / "last.pth"
-        if stage in stages:
-            require_stage_file(path, stage)
-            if not given:
-                check_stage_finished(path, stage)
-        paths.append(path if stage in stages else None)
-    return paths[0], paths[1]
+    last.pth; ``None`` for a stage the network does not have); the problems of both stages are
+    reported in one error naming each missing or unfinished stage."""
+    given = {"pretrain_rgb": config.rgb_ckpt, "pretrain_flow": config.flow_ckpt}
+
+    def check(stage: str, path: Path) -> Path:
+        require_stage_file(path, stage)
+        if not given[stage]:
+            check_stage_finished(path, stage)
+        return path
+    paths = for_both_stages(check, {stage: Path(given[stage]) if given[stage] else
+                                    Path(config.save_path) / config.run_name / stage / "last.pth"
+                                    for stage in PRETRAIN_STAGES[config.streams]})
+    return paths.get("pretrain_rgb"), paths.get("pretrain_flow")
+
+
+def read_paths(config: TrainConfig) -> dict[str, object]:
+    """What the run reads besides its own resume state: the data and the stage's folders in it
+    (which may be symlinks), the stage checkpoints and the ImageNet file (None where not used)."""
+    finetune = config.train_type == "finetune"
+    subset, roles = TRAIN_TYPES.get(config.train_type, ("", {}))
+    return {"--data_root": config.data_root, "--imagenet": config.imagenet,
+            "the training folder": [Path(config.data_root) / subset / name for name in roles.values()],
+            "--rgb_ckpt": config.rgb_ckpt if finetune else None,
+            "--flow_ckpt": config.flow_ckpt if finetune else None}
 
 
 def imagenet_file(config: TrainConfig) -> Path | None:
@@ -606,8 +623,7 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         sizes = check_config(config, env)
         out_dir = run_folder(config)
-        check_outputs_apart(inputs={"--data_root": config.data_root},
-                            outputs={"the run folder": out_dir})
+        check_outputs_apart(inputs=read_paths(config), outputs={"the run folder": out_dir})
         with run_lock(out_dir, env):
             run = build_run(config, env, sizes, out_dir)
             try:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from types import MappingProxyType
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
-from utils.cli import UserError
 from utils.data.images import listing
 from utils.io import write_text
-from utils.safety import check_file_writable, check_outputs_apart
+from utils.safety import PathSpec, check_file_writable, check_outputs_apart
 
 PathLike = Union[str, Path]
 
@@ -37,20 +37,15 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return buffer.getvalue()
 
 
-def check_report_files(inputs: Mapping[str, Optional[PathLike]],
-                       reports: Mapping[str, Optional[PathLike]]) -> None:
-    """Before any work: every report file (flag -> path; None = not asked for) lies apart from
-    every input (real paths), names its own file, and can be written (a temporary file is tried)."""
-    check_outputs_apart(inputs, reports)
-    owners: dict[Path, str] = {}
+def check_report_files(inputs: Mapping[str, PathSpec], reports: Mapping[str, Optional[PathLike]],
+                       folders: Mapping[str, Optional[PathLike]] = MappingProxyType({})) -> None:
+    """Before any work: every report file (flag -> path; None = not asked for) and report
+    ``folders`` lie apart from every input and from each other (resolved paths, see
+    :func:`utils.safety.check_outputs_apart`), and each report file can be written."""
+    check_outputs_apart(inputs, {**reports, **folders})
     for what, path in reports.items():
-        if path is None:
-            continue
-        if Path(path) in owners:
-            raise UserError(f"{owners[Path(path)]} and {what} both name {path}",
-                            "give each report its own file name")
-        owners[Path(path)] = what
-        check_file_writable(path, f"{what} report")
+        if path is not None:
+            check_file_writable(path, f"{what} report")
 
 
 def write_report(path: PathLike, text: str) -> None:

@@ -13,6 +13,10 @@ docs/evaluation-davis16.md for the specification.
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while numpy/scipy are still being imported is one error line too
+
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +115,10 @@ class Davis16Result:
 
 def check_report_paths(config: Davis16Config) -> None:
     """Before any work: the report files are apart from the inputs, distinct and writable."""
-    check_report_files({"--pred": config.pred, "--gt": config.gt}, {"--json": config.json, "--csv": config.csv})
+    seqs = config.seqs or []
+    check_report_files({"--pred": config.pred, "--gt": config.gt,
+                        "--seqs": [Path(root) / seq for root in (config.pred, config.gt) for seq in seqs]},
+                       {"--json": config.json, "--csv": config.csv})
 
 
 def run(config: Davis16Config) -> Davis16Result:

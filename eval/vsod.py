@@ -15,6 +15,10 @@ every evaluated GT and prediction file read, with all problems in one error.
 """
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while numpy/scipy are still being imported is one error line too
+
 import argparse
 import logging
 import sys
@@ -31,7 +35,7 @@ from eval.sod.runner import run_sequences
 from eval.sod.tree import SHORT_SEQUENCE_POLICIES, SequencePlan, plan_dataset, resolve_datasets
 from utils.cli import ListAction, make_parser, progress as progress_bar, run_guarded
 from utils.data.images import check_images
-from utils.safety import check_outputs_apart, check_writable
+from utils.safety import check_writable
 
 LOG = logging.getLogger("eval.vsod")
 _MAX_NAMED = 5
@@ -138,12 +142,13 @@ class VsodResult:
 def check_report_paths(config: VsodConfig) -> None:
     """Before any work: every report path apart from the inputs, distinct and writable;
     matplotlib present for --plot."""
-    inputs = {"--pred": config.pred, "--gt": config.gt}
-    check_outputs_apart(inputs, {"--plot": config.plot})
+    datasets = config.datasets or []
+    inputs = {"--pred": config.pred, "--gt": config.gt,
+              "--datasets": [Path(root) / name for root in (config.pred, config.gt) for name in datasets]}
     if config.plot is not None:
         from eval.sod.plot import require_matplotlib
         require_matplotlib()
-    check_report_files(inputs, {"--json": config.json, "--csv": config.csv})
+    check_report_files(inputs, {"--json": config.json, "--csv": config.csv}, {"--plot": config.plot})
     if config.plot is not None:
         check_writable(config.plot, "--plot folder")
 

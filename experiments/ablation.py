@@ -30,7 +30,7 @@ from experiments.runner import (PAPER_RECIPE, QUICK_RECIPE, Machine, Recipe, Row
 from experiments.variants import PAPER_BACKBONE, PAPER_DATASETS, TABLES, VARIANTS, Variant, table_rows
 from lib.backbones import BACKBONES
 from utils.cli import BadInputError, MissingInputError, make_parser, run_guarded
-from utils.data.toy import make_toy_dataset
+from utils.data.synthetic import make_toy_dataset
 from utils.device import resolve_device
 from utils.io import write_text
 from utils.safety import check_outputs_apart, check_writable

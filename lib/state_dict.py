@@ -3,8 +3,6 @@ and its one readable key diff (used by ``lib`` and, through ``utils.checkpoint``
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,8 +18,7 @@ RESNET_STEM = "resnet.conv1_rgb.weight"
 RES2NET_STEM = "resnet.conv1_rgb.0.weight"
 CHANNEL_KEY = "reduce_a1.reduce.0.conv_bn.0.weight"
 SHOWN_KEYS = 10
-UNREADABLE_FIX = ("the file is truncated, not a PyTorch file, or stores Python objects other than "
-                  "tensors/numbers/strings/containers: download or export it again")
+UNREADABLE_FIX = "download or export it again (a model object: save its state_dict() instead)"
 
 
 def read_weights_file(path: str | Path, mmap: bool = False) -> Any:
@@ -36,10 +33,32 @@ def read_weights_file(path: str | Path, mmap: bool = False) -> Any:
         raise WeightsNotFoundError(f"{path} does not exist", "check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
-            ValueError) as error:
-        raise WeightsCorruptError(f"cannot read {path}: {' '.join(str(error).split())}",
+    except PermissionError:
+        raise  # named as such by the tools' error handler
+    except Exception as error:  # the unpickler raises many types (KeyError, IndexError, ...)
+        raise WeightsCorruptError(f"cannot read {path}: {_unreadable_reason(path, error)}",
                                   UNREADABLE_FIX) from error
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` failed, told from the file itself (torch's own advice, such as
+    "weights_only=False will likely succeed", does not apply to a file that is no checkpoint)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        head = b""
+    text = head.lstrip().lower()
+    if not head:
+        return "it is empty"
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
+        return "it is an HTML/XML page (a web page saved instead of the file?), not a PyTorch checkpoint"
+    if head.startswith(b"PK"):
+        return "it is a zip archive that is not a complete PyTorch checkpoint (cut short?)"
+    if "Unsupported global: GLOBAL" in str(error):
+        return ("it stores Python objects other than tensors/numbers/strings/containers (a whole "
+                "pickled model?)")
+    return "it is not a PyTorch checkpoint, or it is damaged"
 
 
 def as_float32(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -83,12 +102,25 @@ class KeyDiff:
 
 def compare_state_dicts(expected: Mapping[str, Tensor], given: Mapping[str, Tensor],
                         optional: Callable[[str], bool] = lambda key: False) -> KeyDiff:
-    """Missing (unless ``optional(key)``), unexpected and mis-shaped keys of ``given``."""
+    """Missing (unless ``optional(key)``), unexpected and mis-shaped keys of ``given``; a tensor
+    whose kind (floating point or integer) differs from the model's counts as mis-shaped."""
     return KeyDiff(
         missing=[k for k in expected if k not in given and not optional(k)],
         unexpected=[k for k in given if k not in expected],
-        mismatched=[f"{k}: file {tuple(given[k].shape)} vs model {tuple(v.shape)}"
-                    for k, v in expected.items() if k in given and given[k].shape != v.shape])
+        mismatched=[f"{k}: file {_describe_tensor(given[k])} vs model {_describe_tensor(v)}"
+                    for k, v in expected.items() if k in given and _misfits(given[k], v)])
+
+
+def _misfits(given: Tensor, expected: Tensor) -> bool:
+    return (not isinstance(given, Tensor) or given.shape != expected.shape
+            or given.is_floating_point() != expected.is_floating_point())
+
+
+def _describe_tensor(value: object) -> str:
+    if not isinstance(value, Tensor):
+        return type(value).__name__
+    kind = "" if value.is_floating_point() else f" {str(value.dtype).removeprefix('torch.')}"
+    return f"{tuple(value.shape)}{kind}"
 
 
 def backbone_of(state_dict: Mapping[str, Tensor]) -> str | None:

@@ -171,3 +171,103 @@ def test_maps_of_another_job_are_not_replaced_without_overwrite(capsys, data, tm
     assert checksums(out) == before
     line = run_main(capsys, data, "--test_save", str(out), "--overwrite")  # now the checkpoint's turn
     assert "another job" not in line and str(data["checkpoint"]) in line
+
+
+def test_dataset_named_outside_dataset_path_is_checked_too(capsys, data):
+    """``--datasets ../TestSet/Toy`` reads a dataset outside --dataset_path; its output folder
+    ``<test_save>/../TestSet/Toy`` would be the input itself."""
+    (data["root"] / "Other").mkdir(exist_ok=True)
+    line = run_main(capsys, data, "--dataset_path", str(data["root"] / "Other"),
+                    "--datasets", "../TestSet/Toy", "--test_save", str(data["root"] / "result"))
+    assert "overlaps" in line and "../TestSet/Toy" in line
+    assert not (data["root"] / "result").exists()
+
+
+def test_frame_folder_symlinked_into_the_output(capsys, data, tmp_path):
+    """A sequence whose frame folder is a symlink to a folder inside --test_save."""
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)
+    for name in ("00000.png", "00001.png"):
+        (out / "frames" / name).write_bytes((data["frames"] / name).read_bytes())
+    seq = tmp_path / "TestSet" / "Toy" / "seq"
+    seq.mkdir(parents=True)
+    (seq / "Frame").symlink_to(out / "frames", target_is_directory=True)
+    (seq / "OF_FlowNet2").symlink_to(data["frames"].parent / "OF_FlowNet2", target_is_directory=True)
+    before = checksums(out)
+    code = inference.main(["--model_path", str(data["checkpoint"]), "--dataset_path",
+                           str(tmp_path / "TestSet"), "--test_save", str(out), "--testsize", "64",
+                           "--device", "cpu", "--no_progress"])
+    assert "the frame and flow folder" in assert_user_error(code, capsys.readouterr().err)
+    assert checksums(out) == before
+
+
+@pytest.mark.parametrize("device", ["mps", "vulkan", "meta", "xla", "garbage", "cuda:x", ""])
+def test_device_other_than_cpu_or_cuda(capsys, data, tmp_path, device):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--device", device)
+    assert "--device" in line and "cpu" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", ["html", "bytes", "pickle_bytes", "integer_tensors"])
+def test_checkpoint_that_is_no_fsnet_checkpoint(capsys, data, tmp_path, content):
+    """No relayed torch advice ("weights_only=False will likely succeed ... file an issue"),
+    no unpickler KeyError/IndexError, no load_state_dict dump: one line naming the file."""
+    path = tmp_path / f"{content}.pth"
+    rng = np.random.default_rng(3)
+    if content == "integer_tensors":
+        torch.save({k: v.long() for k, v in FSNet("resnet50").state_dict().items()}, path)
+    else:
+        path.write_bytes({"html": b"<!DOCTYPE html><html><body>Not Found</body></html>",
+                          "bytes": rng.bytes(4000),
+                          "pickle_bytes": b"\x80\x02" + rng.bytes(400)}[content])
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--backend", "plain",
+                    checkpoint=path)
+    assert str(path) in line and "weights_only" not in line and "issue" not in line
+    assert ("int64" in line) == (content == "integer_tensors") and len(line) < 1500
+    assert not list(tmp_path.glob("out/**/*.png"))
+
+
+def test_frame_and_flow_of_different_sizes_found_before_work(capsys, data, tmp_path):
+    """Found when the headers are read, before the checkpoint: one line, no worker traceback."""
+    seq = tmp_path / "TestSet" / "Toy" / "seq"
+    (seq / "Frame").mkdir(parents=True)
+    (seq / "OF_FlowNet2").mkdir()
+    for name in ("00000.png", "00001.png"):
+        (seq / "Frame" / name).write_bytes((data["frames"] / name).read_bytes())
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(seq / "OF_FlowNet2" / "00000.png")
+    before = checksums(tmp_path / "TestSet")
+    code = inference.main(["--model_path", str(data["checkpoint"]), "--dataset_path",
+                           str(tmp_path / "TestSet"), "--test_save", str(tmp_path / "out"),
+                           "--testsize", "64", "--device", "cpu", "--workers", "1", "--no_progress"])
+    line = assert_user_error(code, capsys.readouterr().err, "64x48 but", "00000.png")
+    assert "worker" not in line.lower() and checksums(tmp_path / "TestSet") == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_argument_problem_in_one_message(capsys, data, tmp_path):
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--testsize", "100",
+                    "--threshold", "2", "--device", "mps", "--video", str(tmp_path / "absent.mp4"))
+    assert "4 argument problems" in line
+    for fragment in ("--testsize 100", "--threshold 2", "--device mps", "absent.mp4"):
+        assert fragment in line
+
+
+def test_undecodable_video_found_before_the_checkpoint_loads(capsys, data, tmp_path):
+    """The placeholder checkpoint would fail to load: the video is checked first."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    before = checksums(video)
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"), "--video", str(video))
+    assert "clip.mp4" in line and "placeholder" not in line
+    assert checksums(video) == before and not (tmp_path / "out").exists()
+
+
+def test_maps_without_a_record_are_not_replaced(capsys, data, tmp_path):
+    """--test_save already holds maps (or anything) that no inference.py run recorded."""
+    mine = tmp_path / "out" / "Toy" / "seq" / "00000.png"
+    mine.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(mine)
+    before = checksums(tmp_path / "out")
+    line = run_main(capsys, data, "--test_save", str(tmp_path / "out"))
+    assert "no record" in line and "--overwrite" in line
+    assert checksums(tmp_path / "out") == before

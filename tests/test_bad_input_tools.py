@@ -21,9 +21,11 @@ import pytest
 from PIL import Image
 
 from tests.cli_checks import REPO, assert_user_error, checksums
+from utils.cli import UserError
 from utils.data.images import read_mask
 from utils.flow.__main__ import main as flow_main
 from utils.flow.generate import generate_flow
+from utils.job import Job
 from utils.safety import SOURCE_RECORD
 from utils.safety import LOCK_NAME
 from utils.toy import main as toy_main
@@ -211,11 +213,12 @@ def test_stale_lock_is_taken_over_and_leftover_temporaries_removed(tmp_path, cap
     dead = subprocess.Popen(["true"])
     dead.wait()
     _write_lock(out, dead.pid)
-    (out / ".x.png.123.tmp").write_bytes(b"half a file")
+    half = out / f".x.png.{Job(socket.gethostname(), dead.pid, '').tag}.abcdefgh.tmp"
+    half.write_bytes(b"half a file")
     assert flow_main(["--frames", str(frames), "--skip_existing"]) == 0
     err = capsys.readouterr().err
     assert "warning: taking over the stale lock" in err and "Traceback" not in err
-    assert not (out / ".x.png.123.tmp").exists() and not (out / LOCK_NAME).exists()
+    assert not half.exists() and not (out / LOCK_NAME).exists()
     assert len(list(out.glob("*.jpg"))) == 2
 
 
@@ -251,7 +254,7 @@ def test_davis_import_into_the_davis_folder(tmp_path, capsys):
     davis = _davis_release(tmp_path / "DAVIS")
     before = checksums(davis)
     _refused(capsys, import_main(["--davis", str(davis), "--data_root", str(davis), "--no_flow"]),
-             "refusing to write")
+             "overlaps --davis")
     assert checksums(davis) == before
 
 
@@ -261,9 +264,23 @@ def test_davis_import_lists_every_bad_file_before_writing(tmp_path, capsys):
     Image.fromarray(np.zeros((H + 2, W), np.uint8)).save(davis / "Annotations" / "480p" / "cows" / "00002.png")
     before = checksums(davis)
     line = _refused(capsys, import_main(["--davis", str(davis), "--data_root", str(tmp_path / "data")]),
-                    "2 unusable DAVIS file(s)", "bear/00001.png", "cows/00002.png")
+                    "2 problem(s)", "bear/00001.png", "cows/00002.png")
     assert "Cannot read image" in line
     assert checksums(davis) == before and not (tmp_path / "data").exists()
+
+
+def test_davis_import_reports_every_kind_of_problem_in_one_run(tmp_path, capsys):
+    """A sequence folder missing, a damaged frame and a destination holding another file."""
+    davis = _davis_release(tmp_path / "DAVIS")
+    (davis / "ImageSets" / "480p" / "train.txt").write_text("bear\nghost\n")
+    (davis / "JPEGImages" / "480p" / "bear" / "00001.png").write_bytes(b"")
+    taken = tmp_path / "data" / "TestSet" / "DAVIS" / "cows" / "Frame" / "00000.png"
+    taken.parent.mkdir(parents=True)
+    taken.write_bytes(b"the user's file")
+    before = checksums(tmp_path)
+    _refused(capsys, import_main(["--davis", str(davis), "--data_root", str(tmp_path / "data")]),
+             "3 problem(s)", "ghost", "bear/00001.png", str(taken))
+    assert checksums(tmp_path) == before
 
 
 # ---------------------------------------------------------------- eval.davis16
@@ -391,30 +408,60 @@ def test_vsod_unwritable_csv_found_before_work(tmp_path, capsys):
 # ---------------------------------------------------------------- masks read one way everywhere
 
 def _mask_encodings(folder: Path) -> dict[str, Path]:
-    """One mask saved as grey, palette (index 1 drawn in a dark colour) and RGBA (white colour
-    everywhere, the object only in the alpha channel)."""
+    """One mask in every common encoding: grey 0/255 and 0/1, 16-bit 0/65535 and 0/1, 1-bit,
+    palette (index 1 drawn in a dark colour), RGBA (white everywhere, the object only in the
+    alpha channel) and opaque RGBA."""
     mask = _mask()
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / f"{name}.png" for name in ("grey", "palette", "rgba")}
-    Image.fromarray(mask).save(paths["grey"])
+    images = {"grey": Image.fromarray(mask), "grey01": Image.fromarray(mask // 255),
+              "16bit": Image.fromarray(mask.astype(np.uint16) * 257),
+              "16bit01": Image.fromarray((mask // 255).astype(np.uint16)),
+              "1bit": Image.fromarray(mask > 0),
+              "rgba": Image.fromarray(np.dstack([np.full((H, W, 3), 255, np.uint8), mask]), mode="RGBA"),
+              "opaque_rgba": Image.fromarray(np.dstack([mask] * 3 + [np.full((H, W), 255, np.uint8)]),
+                                             mode="RGBA")}
     palette = Image.fromarray((mask > 0).astype(np.uint8), mode="P")
     palette.putpalette([0, 0, 0, 40, 10, 10] + [0] * 762)  # index 1 = dark red (luminance 18)
-    palette.save(paths["palette"])
-    rgba = np.dstack([np.full((H, W, 3), 255, np.uint8), mask])
-    Image.fromarray(rgba, mode="RGBA").save(paths["rgba"])
+    images["palette"] = palette
+    paths = {name: folder / f"{name}.png" for name in images}
+    for name, image in images.items():
+        image.save(paths[name])
     return paths
 
 
-def test_rgba_and_palette_gt_read_the_same_by_every_reader(tmp_path):
-    paths = _mask_encodings(tmp_path)
+def _training_gt(root: Path, mask: Path):
+    """The GT tensor the training loader makes of ``mask`` (one static sample)."""
+    from utils.data.dataset import TrainDataset
+    for folder in ("Imgs", "GTs"):
+        (root / "TrainSet_StaticAndVideo" / folder).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_frame(0)).save(root / "TrainSet_StaticAndVideo" / "Imgs" / "s.jpg")
+    (root / "TrainSet_StaticAndVideo" / "GTs" / "s.png").write_bytes(mask.read_bytes())
+    return TrainDataset(root, "pretrain_rgb", trainsize=32)[0][2]
+
+
+def test_every_mask_encoding_is_read_the_same_by_every_reader(tmp_path):
+    paths = _mask_encodings(tmp_path / "masks")
+    before = checksums(tmp_path / "masks")
     expected = _mask() > 0
+    reference = _training_gt(tmp_path / "train_grey", paths["grey"])
     for name, path in paths.items():
         assert (read_mask(path) > 0).tolist() == expected.tolist(), name
         assert davis_read_gt(path).tolist() == expected.tolist(), name
         assert vsod_read_gt(path)[0].tolist() == expected.tolist(), name
+        assert _training_gt(tmp_path / f"train_{name}", path).equal(reference), name
+    assert checksums(tmp_path / "masks") == before
 
 
-def test_rgba_and_palette_gt_score_the_same_in_both_evaluators(tmp_path):
+def test_an_ambiguous_mask_encoding_is_refused_by_every_reader(tmp_path):
+    """A floating-point mask (0..1 or 0..255?) is refused with one clear message everywhere."""
+    path = tmp_path / "float.tif"
+    Image.fromarray((_mask() / 255.0).astype(np.float32), mode="F").save(path)
+    for reader in (read_mask, davis_read_gt, vsod_read_gt):
+        with pytest.raises(UserError, match="cannot be read as a mask unambiguously|unsupported image mode"):
+            reader(path)
+
+
+def test_every_mask_encoding_scores_the_same_in_both_evaluators(tmp_path):
     encodings = _mask_encodings(tmp_path / "masks")
     scores = {}
     for name, path in encodings.items():
@@ -426,7 +473,7 @@ def test_rgba_and_palette_gt_score_the_same_in_both_evaluators(tmp_path):
         vsod = vsod_evaluate(pred, root / "gt")["datasets"]["Set"]
         davis = davis_evaluate(pred / "Set", root / "gt" / "Set", metrics=("J", "F"))["overall"]
         scores[name] = (vsod, davis)
-    assert scores["palette"] == scores["grey"] and scores["rgba"] == scores["grey"]
+    assert all(score == scores["grey"] for score in scores.values())
     assert scores["grey"][1]["J"]["mean"] < 1  # the predictions move, the GT does not: a real score
 
 
@@ -480,3 +527,102 @@ def test_two_reports_on_one_file_are_refused(tmp_path, capsys):
     _refused(capsys, vsod_main(["--pred", str(vpred), "--gt", str(vgt), "--json", report, "--csv", report,
                                 "--no_progress"]), "both name")
     assert not Path(report).exists()
+
+
+@pytest.mark.parametrize("tool", ["davis16", "vsod"])
+def test_two_reports_naming_one_file_through_a_symlink(tmp_path, capsys, tool):
+    """--json and --csv differ as strings but are one file: refused before any scoring."""
+    pred, gt = _davis(tmp_path) if tool == "davis16" else _vsod(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "reports", target_is_directory=True)
+    (tmp_path / "reports" / "r.txt").write_text("the user's notes")
+    before = checksums(tmp_path)
+    main = davis_main if tool == "davis16" else vsod_main
+    code = main(["--pred", str(pred), "--gt", str(gt), "--json", str(tmp_path / "reports" / "r.txt"),
+                 "--csv", str(tmp_path / "alias" / ".." / "alias" / "r.txt"), "--no_progress"])
+    assert "both name one file" in assert_user_error(code, capsys.readouterr().err)
+    assert checksums(tmp_path) == before
+
+
+def test_regenerated_toy_set_keeps_what_the_user_added(tmp_path, capsys):
+    """Regenerating replaces only the files the earlier toy set recorded: a dataset the user
+    put beside it (and files inside the toy's folders) stay byte-identical, and get no flow."""
+    out = tmp_path / "Toy"
+    assert toy_main(["--out", str(out), "--quick"]) == 0
+    mine = _frames(out / "TestSet" / "Mine" / "seq" / "Frame", 2)
+    notes = out / "TrainSet_Video" / "Imgs" / "notes.txt"
+    notes.write_text("mine")
+    before = checksums(mine, notes)
+    assert toy_main(["--out", str(out), "--quick", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert checksums(mine, notes) == before
+    assert not (mine.parent / "OF_FlowNet2").exists()
+    assert json.loads((out / "toy.json").read_text())["seed"] == 1
+
+
+def test_very_long_frame_names_are_written_within_the_name_limit(tmp_path, capsys):
+    """Frames whose names take 254 of the 255 bytes a file name may have: flow is written (its
+    temporary names are shortened), nothing else changes."""
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for t in range(2):
+        Image.fromarray(_frame(t)).save(frames / f"{'f' * 249}{t}.png")
+    before = checksums(frames)
+    assert flow_main(["--frames", str(frames), "--out", str(tmp_path / "flow")]) == 0
+    assert checksums(frames) == before
+    assert [p.name for p in (tmp_path / "flow").glob("*.jpg")] == [f"{'f' * 249}0.jpg"]
+
+
+def test_a_file_name_over_the_limit_is_one_error_line(tmp_path, capsys):
+    frames = _frames(tmp_path / "clip", 2)
+    _refused(capsys, flow_main(["--frames", str(frames), "--out", str(tmp_path / ("o" * 300))]),
+             "too long")
+
+
+def test_ctrl_c_stops_a_flow_run_with_workers_in_one_line(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C sends) while two worker
+    processes compute flow: one error line, no traceback from the main process or the workers."""
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    texture = (np.random.default_rng(2).random((288, 384 + 120)) * 255).astype(np.uint8)
+    for t in range(120):  # enough work that the signal comes mid-run
+        Image.fromarray(texture[:, t: t + 384]).save(frames / f"{t:05d}.png")
+    before = checksums(frames)
+    out = tmp_path / "clip_OF_FlowNet2"
+    job = subprocess.Popen([sys.executable, "-m", "utils.flow", "--frames", str(frames),
+                            "--workers", "2"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True,  # (a test runner in the background ignores
+                           # SIGINT, and children inherit that: give it back to the tool)
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        while job.poll() is None and len(list(out.glob("*.jpg"))) < 3:
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGINT)
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert_user_error(job.returncode, err, "interrupted by Ctrl-C")
+    assert checksums(frames) == before
+
+
+def test_skip_existing_never_keeps_flow_of_another_method(tmp_path, capsys):
+    """DIS flow is not "done" for a Farneback run: refused, and --overwrite replaces all of it."""
+    frames = _frames(tmp_path / "clip")
+    out = tmp_path / "clip_OF_FlowNet2"
+    assert flow_main(["--frames", str(frames)]) == 0
+    before = checksums(frames, out)
+    _refused(capsys, flow_main(["--frames", str(frames), "--method", "farneback", "--skip_existing"]),
+             "holds dis flow, not farneback flow", "--overwrite")
+    assert checksums(frames, out) == before
+    assert flow_main(["--frames", str(frames), "--method", "farneback", "--overwrite"]) == 0
+    assert json.loads((out / SOURCE_RECORD).read_text())["method"] == "farneback"
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "vulkan", "garbage"])
+def test_flow_device_other_than_cpu_or_cuda(tmp_path, capsys, device):
+    frames = _frames(tmp_path / "clip", 2)
+    before = checksums(frames)
+    _refused(capsys, flow_main(["--frames", str(frames), "--device", device]), "--device", "cpu")
+    assert checksums(frames) == before and not (tmp_path / "clip_OF_FlowNet2").exists()

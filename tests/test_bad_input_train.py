@@ -28,6 +28,7 @@ import utils.checkpoint as checkpoint
 from tests.cli_checks import REPO, assert_user_error, checksums, run_module
 from tests.test_checkpoint import FullDisk
 from utils.data.synthetic import make_toy_dataset
+from utils.job import Job
 from utils.safety import LOCK_NAME
 
 IMAGES = Path("TrainSet_StaticAndVideo") / "Imgs"
@@ -258,7 +259,8 @@ def test_killed_run_resumes_and_its_stale_lock_is_taken_over(data: Path, live_ru
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == process.pid  # left behind
-    (out / ".last.pth.killed.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves
+    killed = Job(socket.gethostname(), process.pid, "")
+    (out / f".last.pth.{killed.tag}.abcdefgh.tmp").write_bytes(b"half a checkpoint")  # a kill mid-save
     step = torch.load(out / "last.pth", weights_only=True, mmap=True)["global_step"]
     done = run_module("train.py", argv + ["--resume", "auto", "--stop_after", str(step + 1)])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -266,3 +268,67 @@ def test_killed_run_resumes_and_its_stale_lock_is_taken_over(data: Path, live_ru
     assert torch.load(out / "last.pth", weights_only=True, mmap=True)["global_step"] == step + 1
     assert not (out / LOCK_NAME).exists() and not list(out.glob(".*.tmp"))
     assert json.loads((out / "run.json").read_text())["resumed_from"] == str(out / "last.pth")
+
+
+def test_finetune_run_folder_holding_the_rgb_checkpoint_is_refused(data: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    """A stage-3 run would write its epoch files over the --rgb_ckpt it was given (spelled with
+    '..' and through a symlink)."""
+    run = tmp_path / "FSNet" / "finetune"
+    run.mkdir(parents=True)
+    (run / "FSNet-1epoch.pth").write_bytes(b"the user's rgb stage")
+    (tmp_path / "alias").symlink_to(run, target_is_directory=True)
+    flow = tmp_path / "flow.pth"
+    flow.write_bytes(b"flow stage")
+    before = checksums(tmp_path)
+    argv = _argv(data, tmp_path, "--rgb_ckpt", str(tmp_path / "alias" / ".." / "finetune" /
+                                                 "FSNet-1epoch.pth"), "--flow_ckpt", str(flow))
+    argv[argv.index("pretrain_rgb")] = "finetune"
+    main_error(capsys, argv, "overlaps --rgb_ckpt", "the run folder")
+    assert checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "vulkan"])
+def test_device_types_the_tools_do_not_run_on(data: Path, tmp_path: Path, capsys, device) -> None:
+    main_error(capsys, _argv(data, tmp_path, "--device", device), f"--device {device}", "--device cpu")
+    assert not (tmp_path / "FSNet").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "html"])
+def test_two_bad_stage_checkpoints_are_one_message(data: Path, tmp_path: Path, capsys, kind) -> None:
+    rgb, flow = tmp_path / "rgb.pth", tmp_path / "flow.pth"
+    if kind == "html":
+        for path in (rgb, flow):
+            path.write_bytes(b"<!DOCTYPE html><html>login page</html>")
+    before = checksums(tmp_path)
+    argv = _argv(data, tmp_path / "runs", "--rgb_ckpt", str(rgb), "--flow_ckpt", str(flow))
+    argv[argv.index("pretrain_rgb")] = "finetune"
+    line = main_error(capsys, argv, str(rgb), str(flow), "2 unusable stage checkpoints")
+    assert "weights_only" not in line
+    assert checksums(tmp_path) == before
+
+
+def test_training_folder_symlinked_into_the_run_folder(own_data: Path, tmp_path: Path, capsys) -> None:
+    """data_root itself lies apart, but its Imgs folder is a symlink into the run folder."""
+    run = tmp_path / "runs" / "FSNet" / "pretrain_rgb"
+    run.mkdir(parents=True)
+    images = own_data / IMAGES
+    images.rename(run / "Imgs")
+    images.symlink_to(run / "Imgs", target_is_directory=True)
+    before = checksums(tmp_path)
+    main_error(capsys, _argv(own_data, tmp_path / "runs"), "the training folder", "overlaps")
+    assert checksums(tmp_path) == before
+
+
+def test_mask_of_an_ambiguous_encoding_found_before_training(own_data: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    """A CMYK GT (ink coverage, not a mask) is refused when the headers are read, not by a
+    loader worker mid-epoch."""
+    gt = next((own_data / GTS).glob("*.png"))
+    cmyk = gt.with_suffix(".jpg")
+    Image.open(gt).convert("CMYK").save(cmyk)
+    gt.unlink()
+    before = checksums(own_data)
+    main_error(capsys, _argv(own_data, tmp_path, "--max_samples", "1000"), cmyk.name,
+               "no single reading as a mask")
+    assert checksums(own_data) == before and not (tmp_path / "FSNet" / "pretrain_rgb" / "last.pth").exists()

@@ -108,3 +108,30 @@ def test_second_demo_on_the_same_workdir_is_refused(tmp_path: Path, capsys: pyte
     assert_user_error(code, capsys.readouterr().err, "in use by", str(os.getpid()))
     assert not (tmp_path / "dataset" / "ToyQuick").exists()
     assert not (tmp_path / "snapshot" / "demo-quick").exists()
+
+
+def test_other_settings_never_share_stages_or_data(tmp_path: Path) -> None:
+    """A re-run with another --backbone, --seed or --imagenet gets its own data, run and result
+    folders (the stages of the old settings are not reused); the defaults keep theirs."""
+    def paths(*argv: str) -> demo.DemoPaths:
+        return demo.DemoPaths.under(tmp_path, demo.get_args_parser().parse_args(["--quick", *argv]))
+    default = paths()
+    assert (default.tag, default.data.name) == ("demo-quick", "ToyQuick")
+    others = [paths("--backbone", "resnet50"), paths("--seed", "3"),
+              paths("--imagenet", str(tmp_path / "a.pth")), paths("--imagenet", str(tmp_path / "b.pth"))]
+    runs = [p.run for p in [default, *others]]
+    assert len(set(runs)) == len(runs) and len({p.result for p in [default, *others]}) == len(runs)
+    assert others[1].data != default.data
+
+
+def test_fresh_keeps_what_the_demo_did_not_write(tmp_path: Path) -> None:
+    paths = demo.DemoPaths.under(tmp_path, demo.get_args_parser().parse_args(["--quick"]))
+    mine = [paths.result / "binary" / "Toy" / "a.png", paths.run / "untrained.pth"]
+    theirs = [paths.result / "notes.txt", paths.data / "MyData" / "x.png", paths.run / "other" / "last.pth"]
+    for path in mine + theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (paths.data / "toy.json").write_text(json.dumps({"files": []}))
+    demo.clear_outputs(paths)
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in theirs)
+    assert not (paths.data / "toy.json").exists()  # the next run makes the toy set again

@@ -14,7 +14,7 @@ from utils.flow.__main__ import main
 from utils.flow.generate import compute_flow, generate_flow, read_flo
 from utils.flow.color import flow_from_color, flow_to_color, mirror_flow_color
 from utils.io import save_image
-from utils.data.images import read_rgb
+from utils.data.images import is_complete_image, read_rgb
 
 H, W = 64, 80
 
@@ -112,13 +112,16 @@ def test_skip_existing_resumes(tmp_path):
     frames = _frames(tmp_path / "Frame")
     generate_flow(frames, progress=False)
     out = tmp_path / "OF_FlowNet2"
-    kept = out / "00000.jpg"
-    kept.write_bytes(b"marker")
+    kept, truncated = out / "00000.jpg", out / "00002.jpg"
+    kept.touch()  # untouched from here on: its mtime stays
+    mtime = kept.stat().st_mtime_ns
     (out / "00001.jpg").unlink()
+    truncated.write_bytes(truncated.read_bytes()[:200])  # as a copy cut short leaves it
     summary = generate_flow(frames, skip_existing=True, progress=False)
-    assert (summary["written"], summary["skipped_existing"]) == (1, 2)
-    assert kept.read_bytes() == b"marker" and (out / "00001.jpg").is_file()
-    assert generate_flow(frames, progress=False)["written"] == 3 and kept.read_bytes() != b"marker"
+    assert (summary["written"], summary["skipped_existing"]) == (2, 1)
+    assert kept.stat().st_mtime_ns == mtime and (out / "00001.jpg").is_file()
+    assert is_complete_image(truncated)
+    assert generate_flow(frames, progress=False)["written"] == 3
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
 
 

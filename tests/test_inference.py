@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from utils.checkpoint import save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
+from utils.job import Job, current_job
 
 TESTSIZE = 64
 HAS_CRF = importlib.util.find_spec("pydensecrf") is not None
@@ -157,10 +159,28 @@ def test_skip_existing_resumes(toy, checkpoint, tmp_path):
     Image.fromarray(np.full((96, 128), 7, np.uint8)).save(kept)  # a marker: must not be rewritten
     removed = tmp_path / "Toy" / "test01" / "00001.png"
     removed.unlink()
+    empty, truncated = tmp_path / "Toy" / "test01" / "00000.png", tmp_path / "Toy" / "test00" / "00001.png"
+    empty.write_bytes(b"")  # not done: written again
+    truncated.write_bytes(truncated.read_bytes()[:60])
     summary = run(checkpoint, tmp_path, "--mode", "binary", "--skip_existing", dataset_path=toy / "TestSet")
-    assert summary["datasets"][0]["skipped_existing"] == 3
-    assert summary["written"] == 1 and removed.is_file()
-    assert read_png(kept).max() == 7
+    assert summary["datasets"][0]["skipped_existing"] == 1
+    assert summary["written"] == 3 and removed.is_file()
+    assert read_png(kept).max() == 7 and read_png(empty).shape == read_png(truncated).shape == (96, 128)
+
+
+def test_only_a_dead_jobs_temporaries_in_the_map_folders_are_removed(toy, checkpoint, tmp_path):
+    """A resumed run removes what a killed run left in the folders it writes, and nothing of a
+    live job or outside those folders."""
+    run(checkpoint, tmp_path, "--mode", "binary", dataset_path=toy / "TestSet")
+    dead, live = Job(socket.gethostname(), 2**22 + 7, ""), current_job()
+    leftovers = {name: folder / f".00000.png.{job.tag}.abcdefgh.tmp" for name, folder, job in (
+        ("dead", tmp_path / "Toy" / "test00", dead), ("live", tmp_path / "Toy" / "test00", live),
+        ("elsewhere", tmp_path / "notes", dead))}
+    for path in leftovers.values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"partial")
+    run(checkpoint, tmp_path, "--mode", "binary", "--skip_existing", dataset_path=toy / "TestSet")
+    assert [name for name, path in leftovers.items() if path.exists()] == ["live", "elsewhere"]
 
 
 def _write_clip(path: Path, toy: Path, frames: int = 4) -> None:

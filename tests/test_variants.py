@@ -20,7 +20,7 @@ from lib.checkpoint import (Checkpoint, build_fsnet, checkpoint_dict, config_fro
                             init_from_state)
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet, FSNetConfig
-from lib.verify import randomize_weights
+from tests.random_weights import randomize_weights
 from utils.checkpoint import save_checkpoint
 from utils.inference.predict import load_predictor
 from utils.training.finetune_init import init_finetune

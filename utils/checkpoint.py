@@ -75,8 +75,8 @@ def load_torch_file(path: PathLike, missing_fix: str, unreadable_fix: str, mmap:
     except WeightsNotFoundError:
         raise MissingInputError(f"Checkpoint {path} does not exist. {missing_fix}") from None
     except WeightsCorruptError as error:
-        raise BadInputError(f"Cannot read checkpoint {error.what[len('cannot read '):]}. "
-                            f"{unreadable_fix}") from error
+        raise BadInputError(f"Cannot read checkpoint {error.what[len('cannot read '):]}",
+                            unreadable_fix) from error
     bad = None if mmap else first_non_finite(obj)
     if bad is not None:
         raise BadInputError(

@@ -25,9 +25,10 @@ import difflib
 import errno
 import os
 import re
+import signal
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping, NoReturn, Optional, Sequence, TextIO
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -57,6 +58,23 @@ class OutputExistsError(UserError, FileExistsError):
     ``FileExistsError`` for library callers)."""
 
 
+def check_all(checks: Iterable[Callable[[], Any]], what: str = "problems") -> None:
+    """Run every check; raise nothing, the one :class:`UserError` raised, or one error listing
+    all of them (so a run reports all its problems at once): of their common class when they
+    share one (e.g. :class:`MissingInputError`), else a :class:`BadInputError`."""
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except UserError as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        kind = type(errors[0]) if len({type(error) for error in errors}) == 1 else BadInputError
+        raise kind(f"{len(errors)} {what}: " + " | ".join(map(str, errors)))
+
+
 def os_error_message(error: OSError) -> Optional[str]:
     """One-line ``what — fix`` text for the OS errors a user can cause (``None`` for the others)."""
     where = error.filename or "a file"
@@ -70,6 +88,9 @@ def os_error_message(error: OSError) -> Optional[str]:
         return f"permission denied: {where} — fix the permissions or choose another path"
     if error.errno == errno.ENOTDIR:
         return f"not a folder: a part of {where} is a file — choose another path"
+    if error.errno == errno.ENAMETOOLONG:
+        return f"file name too long: {where} — use names of at most 255 bytes (shorter input " \
+               f"file names or output paths)"
     if error.errno == errno.EDQUOT:
         return f"disk quota exceeded while writing {where} — free space or choose another folder"
     return None
@@ -85,6 +106,26 @@ def report_error(message: str) -> int:
     return EXIT_USER_ERROR
 
 
+INTERRUPTED = "interrupted by Ctrl-C"
+
+
+def install_interrupt_hook() -> None:
+    """Make a Ctrl-C that arrives before :func:`run_guarded` runs (while a tool imports torch)
+    one ``error:`` line instead of a traceback; other uncaught exceptions are untouched."""
+    def hook(kind: type, value: BaseException, trace: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt) and not _debug_requested(False):
+            report_error(f"{INTERRUPTED} while starting — run the same command again")
+        else:
+            sys.__excepthook__(kind, value, trace)
+    sys.excepthook = hook
+
+
+def ignore_interrupts() -> None:
+    """Initializer of worker processes: they leave Ctrl-C to the main process, which reports it
+    in one line (instead of one traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:
     """Run ``work()``; return 0, or 2 after one ``error:`` line for an expected error.
 
@@ -95,8 +136,9 @@ def run_guarded(work: Callable[[], Any], debug: bool = False) -> int:
     except KeyboardInterrupt:
         if _debug_requested(debug):
             raise
-        return report_error("interrupted by Ctrl-C — run the same command again to continue "
-                            "(finished outputs are kept; train.py continues with --resume)")
+        return report_error(f"{INTERRUPTED} — run the same command again (finished outputs "
+                            "are kept; inference.py and utils.flow skip them with --skip_existing, "
+                            "train.py continues with --resume auto)")
     except UserError as error:
         if _debug_requested(debug):
             raise
@@ -242,50 +284,26 @@ def add_debug_argument(parser: argparse.ArgumentParser, default: Any = False) ->
 
 
 class _LogLines:
-    """File wrapper for tqdm when stderr is not a terminal: one plain line at most every 30 s
-    (forced refreshes such as ``set_postfix`` included); the last state is kept for ``close``."""
+    """File wrapper for tqdm when stderr is not a terminal: plain lines, at most one every 30 s
+    per process counting all bars together (forced refreshes such as ``set_postfix`` and each
+    bar's final state included; a state held back is dropped when a newer one comes)."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream, self.pending, self.last = stream, "", -float("inf")
+    last_line_at = -float("inf")  # monotonic time of this process's last progress line
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
-        if not line:
-            return
-        if time.monotonic() - self.last >= PROGRESS_INTERVAL_S:
-            self.stream.write(line + "\n")
-            self.pending, self.last = "", time.monotonic()
-        else:
-            self.pending = line
+        if line and time.monotonic() - _LogLines.last_line_at >= PROGRESS_INTERVAL_S:
+            sys.stderr.write(line + "\n")
+            _LogLines.last_line_at = time.monotonic()
 
     def flush(self) -> None:
-        self.stream.flush()
-
-    def write_pending(self) -> None:
-        """Print the last state held back by the rate limit (the bar's final line)."""
-        if self.pending:
-            self.stream.write(self.pending + "\n")
-            self.pending = ""
-
-
-class _LogTqdm(tqdm):
-    """tqdm whose final state reaches the log when the bar closes."""
-
-    log_lines: Optional[_LogLines] = None
-
-    def close(self) -> None:
-        super().close()
-        if self.log_lines is not None:
-            self.log_lines.write_pending()
+        sys.stderr.flush()
 
 
 def progress(iterable: Optional[Iterable] = None, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar on stderr; when stderr is not a terminal (CI, nohup, cluster logs) it prints one
-    plain line at most every 30 s instead of carriage-return updates."""
+    """A tqdm bar on stderr; when stderr is not a terminal (CI, nohup, cluster logs) it prints
+    plain lines instead of carriage-return updates, at most one every 30 s per process."""
     if sys.stderr.isatty():
         return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
-    log_lines = _LogLines(sys.stderr)
     kwargs.setdefault("mininterval", 1.0)  # keeps the count fresh; _LogLines limits the lines
-    bar = _LogTqdm(iterable, disable=not enabled, file=log_lines, ascii=True, **kwargs)
-    bar.log_lines = log_lines
-    return bar
+    return tqdm(iterable, disable=not enabled, file=_LogLines(), ascii=True, **kwargs)

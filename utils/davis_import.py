@@ -1,6 +1,10 @@
 """CLI: ``python -m utils.davis_import`` lays out DAVIS-2016 for FSNet (library: ``utils.data.davis_layout``)."""
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 from dataclasses import fields
 from typing import Optional, Sequence

@@ -21,13 +21,18 @@ def add_amp_argument(container: Any, default: str = "off", what: str = "autocast
 
 def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` (or ``None``) -> CUDA when available, else the CPU; ``cuda`` without an index ->
-    ``cuda:<local_rank>`` (torchrun); anything else as given, checked to exist."""
+    ``cuda:<local_rank>`` (torchrun); ``cpu`` or ``cuda:N`` checked to exist; any other device
+    type (``mps``, ``meta``, ...) is refused."""
     if name in (None, "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError) as error:
         raise BadInputError(f"--device {name!r} is not a device name", "use auto, cpu, cuda or cuda:N") from error
+    if device.type not in ("cpu", "cuda"):
+        raise BadInputError(f"--device {name} is not supported (the tools run on the CPU or on "
+                            "NVIDIA GPUs)", "use --device cpu, or cuda / cuda:N on a machine with "
+                            "a GPU")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BadInputError(f"--device {name} asked for CUDA but torch sees no GPU", "use --device cpu")

@@ -1,6 +1,10 @@
 """CLI: ``python -m utils.toy`` writes the synthetic toy data set (library: ``utils.data.synthetic``)."""
 from __future__ import annotations
 
+from utils.cli import install_interrupt_hook
+
+install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
+
 import argparse
 from dataclasses import asdict, replace
 from typing import Optional, Sequence

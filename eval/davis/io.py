@@ -12,9 +12,9 @@ read (thread pool, :func:`utils.data.images.check_images`); the problems of all 
 collected and reported in one :class:`DavisInputError` that names the files and the fix; nothing
 is skipped silently. Inputs are only read.
 
-GT masks are read with the shared mask reader (:func:`utils.io.mask_to_gray`: palette index > 0,
-RGBA/LA composited over black, 1-bit, 16-bit scaled, grey as is), then must be binary
-(docs/deviations.md D53).
+GT masks are read with the shared mask reader (:func:`utils.io.mask_to_gray`: the encoding decided
+from the mode and the value range, so 0/255, 0/1, 16-bit, palette and RGBA masks read alike),
+then must be binary (docs/deviations.md D53).
 """
 from __future__ import annotations
 
@@ -235,9 +235,12 @@ def _is_binary(array: np.ndarray) -> bool:
 
 
 def read_gt(path: Path) -> np.ndarray:
-    """GT mask as bool: the shared mask reader's grey (``utils.io.mask_to_gray``) > 0; that grey
-    must be binary ({0,255} or {0,1})."""
-    array = mask_to_gray(_open(path), path)
+    """GT mask as bool: the shared mask reader's grey (``utils.io.mask_to_gray``, which makes
+    every two-level encoding 0/255) > 0; that grey must be binary."""
+    try:
+        array = mask_to_gray(_open(path), path)
+    except BadInputError as error:
+        raise DavisInputError(error.what, error.fix) from error
     if not _is_binary(array):
         values = np.unique(array)[:8].tolist()
         raise DavisInputError(f"GT {path} is not binary (values {values} ...); DAVIS-2016 GT "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.cli import progress as progress_bar
+from utils.cli import ignore_interrupts, progress as progress_bar
 
 from .boundary import f_measure
 from .io import SequenceJob, read_gt, read_prediction
@@ -76,7 +76,7 @@ def score_sequences(jobs: list[SequenceJob], metrics: tuple[str, ...], threshold
                 results[index] = score_chunk(chunk)
                 bar.update(chunk.hi - chunk.lo)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=ignore_interrupts) as pool:
                 futures = {pool.submit(score_chunk, c): i for i, c in enumerate(chunks)}
                 for future in as_completed(futures):
                     index = futures[future]

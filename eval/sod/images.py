@@ -1,12 +1,12 @@
 """Decode GT masks and predictions as ``main_VSOD.m`` sees them after MATLAB's ``imread``.
 
-GT (``main_VSOD.m`` lines 63-68): a 1-bit image is used as is; an RGB image goes through
-``rgb2gray`` (rounded back to its integer class); then channel 1 is binarised with ``> 128``.
-Palette and transparent GT masks (``P``/``PA``/``LA``/``RGBA``) are instead read with the shared
-mask reader of the training loader and ``eval.davis16`` (:func:`utils.io.mask_to_gray`: palette
-index > 0; transparent pixels composited over black, then luminance), then ``> 128``; MATLAB
-would score palette *indices* (index > 128: the object vanishes) and ignore the alpha mask
-(docs/deviations.md D52).
+GT masks are read with the shared mask reader of the training loader and ``eval.davis16``
+(:func:`utils.io.mask_to_gray`: the encoding decided from the mode and the value range, so a 0/1
+mask, a 16-bit, palette or RGBA mask means what a 0/255 grey mask means), then ``> 128`` as in
+``main_VSOD.m`` lines 63-68. For 0/255 grey, 1-bit and soft 8-bit grey GT this is MATLAB's
+``imread`` + ``> 128``; where MATLAB would differ (palette *indices* > 128, the alpha channel
+ignored, 0/1 masks read as background, 16-bit values > 128/65535) the file is named in a note
+(docs/deviations.md D52, D80).
 Prediction (lines 72-83): resized to the GT size with ``imresize`` if needed (here in memory only,
 never written back), channel 1 only, ``im2double`` (uint8 / 255, uint16 / 65535, logical 0/1),
 then ``mapminmax(x, 0, 1)`` over all pixels.
@@ -27,14 +27,13 @@ from PIL import Image
 
 from eval.sod.resize import imresize_bicubic
 from utils.cli import BadInputError, UserError
-from utils.io import mask_to_gray, open_image
-
-# MATLAB rgb2gray: first row of inv([1 0.956 0.621; 1 -0.272 -0.647; 1 -1.106 1.703]).
-RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
+from utils.io import FOREGROUND_ABOVE, MASK_MODES, mask_to_gray, open_image
 
 NOTE_TEXT = {
-    "rgb_gt": "RGB GT mask: converted with MATLAB rgb2gray, then > 128",
-    "high_bit_gt": "16-bit GT mask: binarised with > 128 on the 16-bit scale, as MATLAB does",
+    "rgb_gt": "RGB GT mask: luminance, then the shared mask reader's rules (> 128)",
+    "high_bit_gt": "16-bit GT mask: the shared mask reader (two-level: the non-zero value is "
+                   "foreground; else scaled to 8 bits, then > 128; MATLAB would binarise > 128 on "
+                   "the 16-bit scale)",
     "palette_gt": "palette GT mask: foreground = palette index > 0 (the shared mask reader; "
                   "MATLAB would use index > 128)",
     "alpha_gt": "GT mask with transparency: composited over black (transparent = background), "
@@ -50,13 +49,14 @@ NOTE_TEXT = {
 }
 
 
-SHARED_READER_GT_MODES = ("P", "PA", "LA", "RGBA")  # GT modes read with utils.io.mask_to_gray
 MATLAB_MODES = ("1", "P", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+GT_NOTES = {"P": "palette_gt", "PA": "palette_gt", "LA": "alpha_gt", "RGBA": "alpha_gt",
+            "RGB": "rgb_gt", "I": "high_bit_gt", "I;16": "high_bit_gt"}
 
 
 def supported_mode(mode: str, role: str) -> bool:
     """Whether a GT (``role`` "gt") or prediction ("pred") of this PIL mode can be decoded."""
-    return mode in MATLAB_MODES or (role == "gt" and mode in SHARED_READER_GT_MODES)
+    return mode in (MASK_MODES if role == "gt" else MATLAB_MODES)
 
 
 class VSODInputError(UserError, ValueError):
@@ -116,25 +116,19 @@ def _matlab_array(path: Path, role: str, image: Image.Image | None = None) -> tu
     raise VSODInputError(f"{path}: unsupported image mode {mode!r}; save masks as 8-bit grey PNG")
 
 
-def _rgb2gray(rgb: np.ndarray) -> np.ndarray:
-    """MATLAB rgb2gray for an integer H x W x 3 array: luminance rounded to the input class."""
-    lum = rgb[..., 0] * RGB2GRAY[0] + rgb[..., 1] * RGB2GRAY[1] + rgb[..., 2] * RGB2GRAY[2]
-    return np.clip(np.floor(lum + 0.5), 0, np.iinfo(rgb.dtype).max).astype(rgb.dtype)
-
-
 def read_gt(path: Path) -> tuple[np.ndarray, list[Note]]:
-    """GT mask as a bool (H, W) array with main_VSOD.m's rules (palette / transparent masks:
-    the shared mask reader, see the module docstring), plus notes naming the file."""
+    """GT mask as a bool (H, W) array read by the shared mask reader (see the module docstring),
+    plus notes naming the file where that differs from MATLAB's ``imread``."""
     image = _load(path)
-    if image.mode in SHARED_READER_GT_MODES:
-        kind = "palette_gt" if image.mode in ("P", "PA") else "alpha_gt"
-        return mask_to_gray(image, path) > 128, [Note(kind, str(path))]
-    array, kinds = _matlab_array(path, "gt", image)
-    if array.dtype != bool:
-        if array.ndim == 3:
-            array = _rgb2gray(array)
-        array = array > 128
-    return array, [Note(kind, str(path)) for kind in kinds]
+    if not supported_mode(image.mode, "gt"):
+        raise VSODInputError(f"{path}: unsupported image mode {image.mode!r}",
+                             "save masks as 8-bit grey PNG")
+    try:
+        gray = mask_to_gray(image, path)
+    except BadInputError as error:
+        raise VSODInputError(error.what, error.fix) from error
+    kind = GT_NOTES.get(image.mode[:4] if image.mode.startswith("I") else image.mode)
+    return gray > FOREGROUND_ABOVE, [Note(kind, str(path))] if kind else []
 
 
 def _mapminmax_values(n_levels: int, scale: float, lowest: int, highest: int) -> np.ndarray:

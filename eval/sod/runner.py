@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 from eval.sod.images import Note, read_gt, read_prediction
 from eval.sod.metrics import FrameScores, frame_scores
 from eval.sod.tree import SequencePlan
+from utils.cli import ignore_interrupts
 
 NAN_NOTE = "nan_score"
 
@@ -48,5 +49,5 @@ def run_sequences(jobs: Iterable[SequencePlan], workers: int = 1) -> Iterator[Se
     if workers <= 1 or len(jobs) <= 1:
         yield from map(evaluate_sequence, jobs)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=ignore_interrupts) as pool:
         yield from pool.map(evaluate_sequence, jobs)

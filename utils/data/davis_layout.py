@@ -24,15 +24,15 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from utils.cli import BadInputError, MissingInputError, OutputExistsError
+from utils.cli import BadInputError, MissingInputError, OutputExistsError, UserError
 from utils.data.dataset import pair_by_stem
 from utils.data.images import check_images, listing
 from utils.io import PathLike, atomic_path
 from utils.flow.generate import generate_flow
 from utils.weights import set_offline
-from utils.safety import check_outputs_apart, check_writable
+from utils.safety import check_writable, path_conflicts
 
 OUTPUT_FOLDERS = ("TestSet/DAVIS", "TrainSet_Video", "TrainSet_StaticAndVideo")
 
@@ -70,17 +70,29 @@ def place(src: Path, dst: Path, copy: bool) -> None:
         os.symlink(src.resolve(), dst)
 
 
-def plan_import(davis: Path, root: Path) -> Tuple[Dict[str, int], Dict[str, int], List[Tuple[Path, Path]]]:
-    """(sequences per split, frames per split, (source, destination) pairs) of an import."""
+def plan_import(davis: Path, root: Path) -> Tuple[Dict[str, int], Dict[str, int],
+                                                 List[Tuple[Path, Path]], List[str]]:
+    """(sequences per split, frames per split, (source, destination) pairs, problems) of an
+    import; a missing list or sequence folder, or unpaired files, are problems, not errors, so
+    that every one of them is reported."""
     n_sequences: Dict[str, int] = {}
     n_frames: Dict[str, int] = {}
     pairs: List[Tuple[Path, Path]] = []
+    problems: List[str] = []
     for split in ("train", "val"):
-        sequences = read_image_set(davis / "ImageSets" / "480p" / f"{split}.txt")
+        try:
+            sequences = read_image_set(davis / "ImageSets" / "480p" / f"{split}.txt")
+        except UserError as error:
+            sequences = []
+            problems.append(error.what)
         n_sequences[split], n_frames[split] = len(sequences), 0
         for seq in sequences:
-            samples, _ = pair_by_stem({"image": davis / "JPEGImages" / "480p" / seq,
-                                       "gt": davis / "Annotations" / "480p" / seq})
+            try:
+                samples, _ = pair_by_stem({"image": davis / "JPEGImages" / "480p" / seq,
+                                           "gt": davis / "Annotations" / "480p" / seq})
+            except UserError as error:
+                problems.append(f"{seq}: {error.what}")
+                continue
             n_frames[split] += len(samples)
             for sample in samples:
                 image, gt = sample["image"], sample["gt"]
@@ -92,27 +104,28 @@ def plan_import(davis: Path, root: Path) -> Tuple[Dict[str, int], Dict[str, int]
                 for folder, gt_folder in (("TrainSet_Video", "ground-truth"), ("TrainSet_StaticAndVideo", "GTs")):
                     pairs += [(image, root / folder / "Imgs" / f"{name}{image.suffix}"),
                               (gt, root / folder / gt_folder / f"{name}{gt.suffix}")]
-    return n_sequences, n_frames, pairs
+    return n_sequences, n_frames, pairs, problems
 
 
-def check_import(davis: Path, root: Path, pairs: List[Tuple[Path, Path]]) -> None:
-    """Everything that could stop the import half-way, found before it starts (one error each
-    kind, listing every file): outputs overlapping the DAVIS folder, unreadable or mismatched
-    DAVIS images, destinations that already hold something else."""
-    check_outputs_apart({"--davis": davis}, {f"--data_root {name}": root / name for name in OUTPUT_FOLDERS})
+def check_import(davis: Path, root: Path, pairs: List[Tuple[Path, Path]],
+                 problems: Sequence[str] = ()) -> None:
+    """Everything that could stop the import half-way, found before it starts and reported in
+    one error listing every file: ``problems`` found while planning, outputs overlapping the
+    DAVIS folder, unreadable or mismatched DAVIS images, destinations that hold something else."""
+    problems = list(problems) + path_conflicts(
+        {"--davis": davis}, {f"--data_root {name}": root / name for name in OUTPUT_FOLDERS})
     sources = [src for src, _ in pairs]
     by_frame: Dict[Tuple[str, str], List[Path]] = {}
     for src in sources:  # a frame and its annotation: same sequence folder and stem
         by_frame.setdefault((src.parent.name, src.stem), []).append(src)
-    _, problems = check_images(sources, by_frame.values())
-    if problems:
-        raise BadInputError(f"{len(problems)} unusable DAVIS file(s):" + listing(problems),
-                            "restore them from the DAVIS-2016 archive")
-    taken = [f"{dst} (differs from {src})" for src, dst in pairs
+    problems += check_images(sources, by_frame.values())[1]
+    taken = [f"{dst} already exists and differs from {src}" for src, dst in pairs
              if (dst.is_symlink() or dst.exists()) and not _same_entry(src, dst)]
-    if taken:
-        raise OutputExistsError(f"{len(taken)} destination(s) already hold other files:" + listing(taken),
-                                "remove them or choose another --data_root")
+    problems += taken
+    if problems:
+        raise (OutputExistsError if taken else BadInputError)(f"{len(problems)} problem(s) stop the DAVIS import:" + listing(problems),
+                            "pass the DAVIS-2016 root, restore damaged files from its archive, and "
+                            "choose a --data_root apart from it whose DAVIS folders are empty")
     check_writable(root, "--data_root")
 
 
@@ -124,8 +137,8 @@ def import_davis(davis: PathLike, data_root: PathLike = "dataset", copy: bool = 
     davis, root = Path(davis), Path(data_root)
     if int(workers) < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
-    n_sequences, n_frames, pairs = plan_import(davis, root)
-    check_import(davis, root, pairs)
+    n_sequences, n_frames, pairs, problems = plan_import(davis, root)
+    check_import(davis, root, pairs, problems)
     for src, dst in pairs:
         place(src, dst, copy)
     summary: dict = {split: {"sequences": n_sequences[split], "frames": n_frames[split]}

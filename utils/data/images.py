@@ -1,8 +1,7 @@
 """Strict image and mask reading, and stem-indexed folder listing, for every data loader.
 
-Masks are converted to grey by :func:`utils.io.mask_to_gray` (rules there); then foreground is
-``value > 127`` (so JPEG ringing and soft edges are thresholded at the middle grey). ``read_mask_official`` instead reproduces the official loader:
-``convert('L')`` with no threshold.
+Masks are read by the shared reader (:func:`utils.io.read_mask_file`, rules in ``utils.io``);
+``read_mask_official`` keeps the grey values, as the official loader does.
 """
 from __future__ import annotations
 
@@ -15,10 +14,9 @@ import numpy as np
 from PIL import Image
 
 from utils.cli import BadInputError, MissingInputError, UserError
-from utils.io import PathLike, mask_to_gray, natural_key, open_image, to_uint8
+from utils.io import PathLike, mask_to_gray, natural_key, open_image, read_mask_file, to_uint8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-MASK_THRESHOLD = 127
 SEQUENCE_SEPARATOR = "_"
 
 
@@ -64,14 +62,14 @@ def read_rgb(path: PathLike) -> Image.Image:
 
 
 def read_mask(path: PathLike) -> np.ndarray:
-    """Read a mask as ``uint8`` ``HxW`` with values {0, 255}: foreground = converted value > 127."""
-    gray = mask_to_gray(open_image(path), path)
-    return np.where(gray > MASK_THRESHOLD, 255, 0).astype(np.uint8)
+    """Read a mask as ``uint8`` ``HxW`` with values {0, 255} (:func:`utils.io.read_mask_file`)."""
+    return np.where(read_mask_file(path), 255, 0).astype(np.uint8)
 
 
 def read_mask_official(path: PathLike) -> Image.Image:
-    """Read a mask exactly as the official loader does: PIL ``convert('L')``, not thresholded."""
-    return open_image(path).convert("L")
+    """Read a mask as grey, not thresholded, as the official loader does (PIL ``convert('L')``),
+    with the encoding decided by the shared reader (a 0/1 mask becomes 0/255)."""
+    return Image.fromarray(mask_to_gray(open_image(path), path))
 
 
 def first_names(paths: List[str], limit: int = 5) -> str:
@@ -120,6 +118,17 @@ def image_header(path: PathLike) -> ImageHeader:
     except Exception as error:  # PIL raises several unrelated exception types
         raise BadInputError(f"Cannot read image {path}: {' '.join(str(error).split())}",
                             "re-export it as PNG/JPEG or remove it") from error
+
+
+def is_complete_image(path: PathLike) -> bool:
+    """True if ``path`` is a readable, complete image (what "already done" may rely on): not
+    missing, not empty, header readable and PNG/JPEG end marker present (see
+    :func:`image_header`). Cost: docs/inference.md ("Resuming")."""
+    try:
+        image_header(path)
+    except UserError:
+        return False
+    return True
 
 
 def _ends_with_marker(path: Path, image_format: Optional[str]) -> bool:

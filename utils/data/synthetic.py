@@ -14,11 +14,14 @@ CLI: ``python -m utils.toy --out dataset/Toy [--quick] [--seed 0]``. Layout unde
     TrainSet_StaticAndVideo/{Imgs,GTs}     static images static000.jpg ... + all train video frames
     TrainSet_Video/{Imgs,Flow,ground-truth} <seq>_<frame>.jpg (train00_00000.jpg ...); last frames no flow
     TestSet/Toy/<seq>/{Frame,OF_FlowNet2,GT} 00000.jpg ...; the last frame of each sequence has no flow
-    toy.json                                 the parameters used
+    toy.json                                 the parameters used and every file written (a
+                                             regenerated set replaces only those files)
 """
 from __future__ import annotations
 
-import shutil
+import contextlib
+import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -30,9 +33,10 @@ from utils.cli import BadInputError
 from utils.cli import OutputExistsError
 from utils.io import PathLike, save_image, save_json
 from utils.flow.generate import generate_flow
-from utils.safety import check_writable, output_lock
+from utils.safety import LOCK_NAME, check_writable, output_lock
 
-LAYOUT_DIRS = ("TrainSet_StaticAndVideo", "TrainSet_Video", "TestSet")
+RECORD = "toy.json"  # the parameters and every file written
+MTIME_SLACK_NS = 2_000_000_000  # file systems with coarse timestamps (FAT: 2 s)
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,8 @@ def make_toy_dataset(out: PathLike = "dataset/Toy", seed: int = 0, quick: bool =
                      config: Optional[ToyConfig] = None, workers: int = 1, progress: bool = False) -> Path:
     """Write the toy set under ``out`` (see the module docstring) and return ``out``.
 
-    ``out`` must be empty or hold an earlier toy set (recognised by ``toy.json``), whose layout
-    folders are then replaced.
+    ``out`` must be empty or hold an earlier toy set (recognised by ``toy.json``), whose files
+    (as recorded there) are then replaced; other files and folders in ``out`` stay.
     """
     config = config or (QUICK if quick else ToyConfig())
     config.check()
@@ -174,7 +178,7 @@ def make_toy_dataset(out: PathLike = "dataset/Toy", seed: int = 0, quick: bool =
         raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     out = Path(out)
     if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) \
-            and not (out / "toy.json").is_file():
+            and not (out / RECORD).is_file():
         raise OutputExistsError(f"{out} is not empty and holds no toy.json",
                                 "choose an empty folder (or an earlier toy set) for --out")
     check_writable(out, "--out")
@@ -183,10 +187,35 @@ def make_toy_dataset(out: PathLike = "dataset/Toy", seed: int = 0, quick: bool =
     return out
 
 
+def _files_under(out: Path) -> List[Path]:
+    return [path for path in out.rglob("*") if path.is_file()
+            and path.name != LOCK_NAME and path != out / RECORD]
+
+
+def remove_toy_files(out: Path) -> None:
+    """Delete the files an earlier toy set recorded in ``toy.json`` (only those), then the
+    folders they leave empty; anything a user added stays."""
+    try:
+        files = json.loads((out / RECORD).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        files = []
+    folders = set()
+    for name in files:
+        path = out / name
+        if ".." not in Path(name).parts and path.is_file() and not path.is_symlink():
+            path.unlink()
+            folders.update(p for p in path.parents if out in p.parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
+
+
 def _write_toy(out: Path, seed: int, quick: bool, config: ToyConfig, workers: int, progress: bool) -> None:
-    """Replace the layout folders of ``out`` with a freshly rendered toy set."""
-    for name in LAYOUT_DIRS:
-        shutil.rmtree(out / name, ignore_errors=True)
+    """Replace the files of an earlier toy set in ``out`` with a freshly rendered toy set and
+    record every file written in ``toy.json``."""
+    remove_toy_files(out)
+    start = time.time_ns() - MTIME_SLACK_NS
+    before = set(_files_under(out))
     static_dir, video_dir = out / "TrainSet_StaticAndVideo", out / "TrainSet_Video"
     for index in range(config.static_images):
         image, gt = _render_video((seed, 0, index), config, 1)[0]
@@ -204,6 +233,8 @@ def _write_toy(out: Path, seed: int, quick: bool, config: ToyConfig, workers: in
         for t, (image, gt) in enumerate(_render_video((seed, 2, index), config, config.test_frames)):
             save_image(image, seq_dir / "Frame" / f"{t:05d}.jpg")
             save_image(gt, seq_dir / "GT" / f"{t:05d}.png")
-    for tree in (video_dir, out / "TestSet"):
+    for tree in (video_dir, test_root):
         generate_flow(tree, method="dis", last_frame="skip", workers=workers, progress=progress)
-    save_json({"seed": seed, "quick": quick, **asdict(config)}, out / "toy.json")
+    written = [path.relative_to(out).as_posix() for path in sorted(_files_under(out))
+               if path not in before or path.stat().st_mtime_ns >= start]
+    save_json({"seed": seed, "quick": quick, **asdict(config), "files": written}, out / RECORD)

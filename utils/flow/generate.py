@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import multiprocessing
 import os
@@ -49,11 +50,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.cli import BadInputError, MissingInputError, OutputExistsError, progress as progress_bar
-from utils.io import PathLike, atomic_write_bytes, atomic_write_with
+from utils.cli import (BadInputError, MissingInputError, OutputExistsError, ignore_interrupts,
+                       progress as progress_bar)
+from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
 from utils.device import resolve_device
-from utils.data.images import check_images, list_images, listing, natural_key, read_rgb, sequence_name
+from utils.data.images import check_images, is_complete_image, list_images, listing, natural_key, read_rgb, sequence_name
 from utils.safety import check_outputs_apart, output_lock, real_path, record_source, recorded_source
 from utils.weights import load_raft, set_offline
 
@@ -61,6 +63,7 @@ METHODS = ("dis", "farneback", "raft")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 JPEG_QUALITY = 95
 FLO_MAGIC = 202021.25
+FRAMES_RECORD = ".fsnet-frames.json"  # written when a video's frames are all extracted
 RAFT_MIN_SIDE = 128
 OUTPUT_SUFFIXES = (".jpg", ".npy", ".flo")  # what --overwrite removes from another input's folder
 
@@ -168,8 +171,8 @@ class FlowJob:
     raw: Optional[Path] = None
 
     def done(self) -> bool:
-        """True when the flow image (and the raw file, if asked for) already exists."""
-        return self.out.is_file() and (self.raw is None or self.raw.is_file())
+        """True when the flow image (and the raw file, if asked for) exists and is complete."""
+        return is_complete_image(self.out) and (self.raw is None or _complete_raw(self.raw))
 
 
 @dataclass
@@ -187,12 +190,58 @@ class FlowSequence:
     extract_to: Optional[Path] = None
 
 
-def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
-    """Decode a video into ``out_dir/00000.jpg, 00001.jpg, ...`` (atomic writes); return the paths."""
+def _complete_raw(path: Path) -> bool:
+    """True if a raw flow file holds as many bytes as its header announces."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r").shape[-1] == 2
+        with open(path, "rb") as handle:
+            magic, width, height = np.frombuffer(handle.read(12), dtype="<f4,<i4,<i4")[0]
+        return magic == np.float32(FLO_MAGIC) and path.stat().st_size == 12 + 8 * int(width) * int(height)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _open_video(video_path: PathLike) -> "cv2.VideoCapture":
     capture = cv2.VideoCapture(str(video_path))
     if not capture.isOpened():
-        raise BadInputError(f"Cannot open video {video_path}: check the path and that OpenCV/FFmpeg "
-                         f"can decode it, or extract frames yourself and pass the folder.")
+        capture.release()
+        raise BadInputError(f"cannot open video {video_path}: OpenCV/FFmpeg cannot decode it",
+                            "convert it (e.g. ffmpeg -i in.avi out.mp4) or extract its frames into "
+                            "a folder and pass the folder")
+    return capture
+
+
+def check_video(video_path: PathLike) -> None:
+    """Before any work: the video opens and its first frame decodes."""
+    capture = _open_video(video_path)
+    try:
+        ok, _ = capture.read()
+    finally:
+        capture.release()
+    if not ok:
+        raise BadInputError(f"no frame of video {video_path} can be decoded",
+                            "convert it (e.g. ffmpeg -i in.avi out.mp4) or extract its frames into "
+                            "a folder and pass the folder")
+
+
+def extracted_frames(out_dir: PathLike) -> Optional[List[Path]]:
+    """The frames of a finished :func:`extract_frames` into ``out_dir`` (None if the extraction
+    was interrupted, or frames are missing or incomplete)."""
+    try:
+        count = json.loads((Path(out_dir) / FRAMES_RECORD).read_text()).get("frames")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(count, int):
+        return None
+    paths = [Path(out_dir) / f"{index:05d}.jpg" for index in range(count)]
+    return paths if all(map(is_complete_image, paths)) else None
+
+
+def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
+    """Decode a video into ``out_dir/00000.jpg, 00001.jpg, ...`` (atomic writes); return the paths.
+    The record ``.fsnet-frames.json``, written last, says that the extraction finished."""
+    capture = _open_video(video_path)
     paths: List[Path] = []
     try:
         while True:
@@ -205,7 +254,11 @@ def extract_frames(video_path: PathLike, out_dir: PathLike) -> List[Path]:
     finally:
         capture.release()
     if not paths:
-        raise BadInputError(f"No frames could be decoded from {video_path}")
+        raise BadInputError(f"no frame of video {video_path} can be decoded",
+                            "convert it (e.g. ffmpeg -i in.avi out.mp4) or extract its frames into "
+                            "a folder and pass the folder")
+    save_json({"video": str(real_path(video_path)), "frames": len(paths)},
+              Path(out_dir) / FRAMES_RECORD)
     return paths
 
 
@@ -292,16 +345,19 @@ def _source_text(folder: Path, source: Path) -> str:
     return os.path.relpath(real_path(source), real_path(folder))
 
 
-def _ownership_problems(folder: Path, source: Path, skip_existing: bool) -> List[str]:
+def _ownership_problems(folder: Path, source: Path, skip_existing: bool,
+                        method: Optional[str]) -> List[str]:
     """Why writing into ``folder`` could replace outputs that do not belong to ``source``: it
-    records another input, or it holds files but no record (unless ``skip_existing`` keeps them)."""
+    records another input or another flow ``method`` (None for a folder of extracted frames), or
+    it holds files but no record (unless ``skip_existing`` keeps them)."""
     if folder.exists() and not folder.is_dir():
         return [f"{folder} is a file, not a folder"]
     recorded = _recorded_source(folder)
     if recorded is not None:
-        if recorded == _source_text(folder, source):
-            return []
-        return [f"{folder} holds the flow of {os.path.normpath(folder / recorded)}, not of {source}"]
+        if recorded != _source_text(folder, source):
+            return [f"{folder} holds the flow of {os.path.normpath(folder / recorded)}, not of {source}"]
+        made_by = (recorded_source(folder) or {}).get("method", method)  # older records: unknown
+        return [] if made_by == method else [f"{folder} holds {made_by} flow, not {method} flow"]
     held = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
     if held and not skip_existing:
         return [f"{folder} already holds {len(held)} file(s) (e.g. {held[0]}) with no record of their input"]
@@ -320,16 +376,26 @@ def check_frames(sequences: Sequence[FlowSequence]) -> None:
 
 @contextlib.contextmanager
 def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] = None,
-                    skip_existing: bool = False, overwrite: bool = False) -> Iterator[None]:
+                    skip_existing: bool = False, overwrite: bool = False,
+                    method: str = "dis") -> Iterator[None]:
     """Check and hold every output folder before any work (see the module docstring): outputs
-    apart from inputs, ownership (``overwrite`` replaces another input's outputs), frame headers,
-    then locks and source records. The locks are held until the ``with`` block ends."""
+    apart from inputs, ownership (``overwrite`` replaces the outputs of another input or another
+    ``method``), frame headers, then locks and source records. The locks are held until the
+    ``with`` block ends."""
     names = {seq.source: seq.name for seq in reversed(sequences)}  # first sequence of each source
-    outputs = {key: folder for seq in sequences for key, folder in _output_dirs(seq, save_raw).items()}
+    outputs: Dict[str, Path] = {}
+    known: set = set()  # (source, folder): the sequences of one flat folder share its outputs
+    for seq in sequences:
+        for key, folder in _output_dirs(seq, save_raw).items():
+            if (seq.source, folder) not in known:
+                known.add((seq.source, folder))
+                outputs[key] = folder
     check_outputs_apart({f"frames of {name}": source for source, name in names.items()}, outputs)
     owners = {folder: seq.source for seq in sequences for folder in _output_dirs(seq, save_raw).values()}
+    extracted = {seq.extract_to for seq in sequences}
+    made_by = {folder: None if folder in extracted else method for folder in owners}
     foreign = {folder: problems for folder, source in owners.items()
-               if (problems := _ownership_problems(folder, source, skip_existing))}
+               if (problems := _ownership_problems(folder, source, skip_existing, made_by[folder]))}
     if foreign and not overwrite:
         raise OutputExistsError("refusing to replace existing outputs:"
                                 + listing([p for problems in foreign.values() for p in problems]),
@@ -341,7 +407,8 @@ def prepare_outputs(sequences: Sequence[FlowSequence], save_raw: Optional[str] =
             locks.enter_context(output_lock(folder, "utils.flow"))
             if folder in foreign and _recorded_source(folder) is not None:
                 _remove_outputs(folder)  # --overwrite of another input's flow: none of it survives
-            record_source(folder, {"source": _source_text(folder, source), "tool": "utils.flow"})
+            record_source(folder, {"source": _source_text(folder, source), "tool": "utils.flow",
+                                   "method": made_by[folder]})
         yield
 
 
@@ -431,6 +498,7 @@ def _run_jobs(jobs: Sequence[FlowJob], method: str, raft: Optional[RaftOptions],
 
 
 def _init_worker() -> None:
+    ignore_interrupts()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -464,13 +532,18 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
     if int(workers) < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
     start = time.perf_counter()
-    raft = RaftOptions(raft_weights, raft_model, str(resolve_device(device))) if method == "raft" else None
-    if raft is not None:
-        load_raft(raft.weights, raft.model, raft.device)  # fail before any work
     sequences = find_sequences(Path(frames_dir), Path(out_dir) if out_dir else None,
                                frame_folder, flow_folder)
     plan_jobs(sequences, last_frame, save_raw)  # argument checks before any work
-    with prepare_outputs(sequences, save_raw, skip_existing, overwrite):
+    for seq in sequences:
+        if seq.extract_to is not None:
+            check_video(seq.source)  # an undecodable video before the RAFT weights load
+    device = str(resolve_device(device))  # cpu or cuda[:N]; anything else is refused here
+    raft = RaftOptions(raft_weights, raft_model, device) if method == "raft" else None
+    if raft is not None:
+        load_raft(raft.weights, raft.model, raft.device)  # fail before any work
+    made_by = f"raft ({raft_model})" if method == "raft" else method
+    with prepare_outputs(sequences, save_raw, skip_existing, overwrite, made_by):
         extract_videos(sequences)
         plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
         total = sum(len(p) for p in plans)

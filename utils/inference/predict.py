@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from lib.checkpoint import build_fsnet
 from utils.cli import BadInputError, MissingInputError, UserError, progress
 from utils.data.dataset import TestDataset
-from utils.data.images import read_rgb
+from utils.data.images import is_complete_image, read_rgb
 from utils.device import AMP_DTYPES, torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability
 from utils.io import save_image
@@ -228,14 +228,16 @@ def predict_dataset(predictor: Predictor, dataset: TestDataset, out_dir: Path, d
                     options: PredictOptions, desc: str = "inference") -> PredictionStats:
     """Predict every frame of ``dataset`` into ``out_dir/<seq>/<frame>.png``; return the stats.
 
-    ``options.skip_existing`` leaves frames whose PNG already exists untouched (resume). Frames
+    ``options.skip_existing`` leaves frames whose PNG already exists and is complete untouched
+    (resume; an empty or truncated PNG is written again). Frames
     the dataset cannot predict (e.g. the last frame without flow) are listed in ``unpredicted``.
     Non-finite logits stop the run with a :class:`UserError`.
     """
     stats = PredictionStats(unpredicted=list(dataset.unpredicted))
     indices = list(range(len(dataset)))
     if options.skip_existing:
-        indices = [i for i in indices if not output_path(out_dir, *dataset.samples[i][:2]).is_file()]
+        indices = [i for i in indices
+                   if not is_complete_image(output_path(out_dir, *dataset.samples[i][:2]))]
         stats.skipped_existing = len(dataset) - len(indices)
     if not indices:
         return stats

@@ -21,16 +21,20 @@ that stage's weights as they are. Each stage checkpoint must hold the run's arch
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from torch import Tensor
 
 from lib.checkpoint import config_difference, read_checkpoint
 from lib.fsnet import FSNet, FSNetConfig
-from utils.cli import BadInputError, MissingInputError
+from utils.cli import BadInputError, MissingInputError, check_all
 from utils.checkpoint import load_model_weights
 from utils.training.state import peek_state
 from utils.weights import user_errors
+
+T = TypeVar("T")
 
 #: Key prefixes of the motion stream's backbone (ResNet-50 and Res2Net-50 alike).
 FLOW_BACKBONE_PREFIXES = tuple(
@@ -111,20 +115,31 @@ def check_stage_finished(path: Path, stage: str) -> None:
         )
 
 
+def for_both_stages(check: Callable[[str, Path], T], paths: dict[str, Path]) -> dict[str, T]:
+    """``check(stage, path)`` for each stage file; the problems of all of them are reported in one
+    error (a single problem keeps its own error type)."""
+    results: dict[str, T] = {}
+
+    def run(stage: str, path: Path) -> None:
+        results[stage] = check(stage, path)
+    check_all([functools.partial(run, stage, path) for stage, path in paths.items()],
+              "unusable stage checkpoints")
+    return results
+
+
 def init_finetune(model: FSNet, rgb_ckpt: Path | None, flow_ckpt: Path | None,
                   flow_bn_stats: str = "rgb") -> list[str]:
     """Load the stage-3 initialisation into ``model`` (strict); return the keys taken from the
     flow stage. A single-stream variant loads its one stage's checkpoint as it is (the other
     path is ignored and may be ``None``)."""
     config = model.config
-    if config.streams == "appearance":
-        load_model_weights(model, load_stage_state(rgb_ckpt, "pretrain_rgb", config))
-        return []
-    if config.streams == "motion":
-        flow_state = load_stage_state(flow_ckpt, "pretrain_flow", config)
-        load_model_weights(model, flow_state)
-        return list(flow_state)
-    rgb_state = load_stage_state(rgb_ckpt, "pretrain_rgb", config)
-    flow_state = load_stage_state(flow_ckpt, "pretrain_flow", config)
+    paths = {"pretrain_rgb": rgb_ckpt, "pretrain_flow": flow_ckpt}
+    stages = PRETRAIN_STAGES[config.streams]
+    states = for_both_stages(lambda stage, path: load_stage_state(path, stage, config),
+                             {stage: paths[stage] for stage in stages})
+    if len(stages) == 1:
+        load_model_weights(model, states[stages[0]])
+        return list(states[stages[0]]) if config.streams == "motion" else []
+    rgb_state, flow_state = states["pretrain_rgb"], states["pretrain_flow"]
     load_model_weights(model, finetune_state_dict(rgb_state, flow_state, flow_bn_stats))
     return flow_keys_to_copy(list(rgb_state), flow_bn_stats)

@@ -81,8 +81,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
         path,
         missing_fix="Point --resume at a last.pth written by train.py, or use --resume auto to "
                     "continue the run in --save_path/--run_name/<train_type>/ if one exists.",
-        unreadable_fix="It is not a last.pth written by train.py (or it is damaged); resume from "
-                       "another copy, or start afresh with --overwrite.")
+        unreadable_fix="resume from another copy of it, or start afresh with --overwrite")
     missing = [k for k in ("model", "optimizer", "epoch", "batch_in_epoch", "rng", "args")
                if not isinstance(state, dict) or k not in state]
     if missing:
@@ -99,8 +98,7 @@ def peek_state(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         return {}
     state = load_torch_file(path, missing_fix="", mmap=True,
-                            unreadable_fix="It is not a checkpoint written by train.py (or it is "
-                                           "damaged); point the flag at another file.")
+                            unreadable_fix="point the flag at a checkpoint written by train.py")
     return state if isinstance(state, dict) else {}
 
 
@@ -121,7 +119,8 @@ def check_resume_args(saved: dict[str, Any], current: dict[str, Any], path: Path
         raise BadInputError(
             f"Cannot resume from {path}: these arguments differ from the interrupted run, so it "
             "would not continue the same training:\n  " + "\n  ".join(changed)
-            + "\nRun with the original values, or start a new run (--run_name / --overwrite)."
+            + "\nRun with the original values, or start a new run: another --run_name, or "
+            "--overwrite instead of --resume."
         )
     return {key: [saved.get(key), current.get(key)] for key in differ}
 
