@@ -23,6 +23,8 @@ from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.toy import ToyConfig, make_toy_dataset
+from utils.inference.pipeline import StageClock
+from utils.inference.video import VideoOptions, video_samples
 
 TESTSIZE = 64
 HAS_CRF = importlib.util.find_spec("pydensecrf") is not None
@@ -54,18 +56,22 @@ def checkpoint(toy, clip, tmp_path_factory) -> Path:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average: running stats = this batch's stats
-    work = tmp_path_factory.mktemp("calibration")
-    datasets = [TestDataset(toy / "TestSet" / "Toy", TESTSIZE)]
-    for name, video in (("clip", clip), ("frames", toy / "TestSet" / "Toy" / "test00" / "Frame")):
-        folder = inference.prepare_video(video, work / name, "dis", None, False, False)
-        datasets.append(TestDataset(folder, TESTSIZE, inference.VIDEO_FLOW_FOLDER, "Frame"))
-    items = [dataset[i] for dataset in datasets for i in range(len(dataset))]
+    dataset = TestDataset(toy / "TestSet" / "Toy", TESTSIZE)
+    items = [dataset[i] for i in range(len(dataset))]
+    for video in (clip, toy / "TestSet" / "Toy" / "test00" / "Frame"):
+        items += video_inputs(video)
     model.train()
     with torch.no_grad():
         model(torch.stack([i["image"] for i in items]), torch.stack([i["flow"] for i in items]))
     path = tmp_path_factory.mktemp("ckpt") / "fsnet_random.pth"
     save_checkpoint({"model": model.state_dict(), "epoch": 0}, path)
     return path
+
+
+def video_inputs(video: Path) -> list:
+    """The samples (with input tensors) that ``--video`` streams for ``video``."""
+    return list(video_samples(video, "clip", VideoOptions(testsize=TESTSIZE), lambda _: False,
+                              StageClock()))
 
 
 def run(checkpoint: Path, out: Path, *extra: str, dataset_path: Path | None = None) -> dict:
