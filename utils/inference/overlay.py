@@ -28,28 +28,35 @@ def tint(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
+def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
+    scale = max_side / max(image.size)
+    if scale >= 1.0:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.BILINEAR)
+
+
 def overlay_image(frame: np.ndarray, mask: Optional[np.ndarray], max_side: int = 480,
                   where: str = "frame") -> Image.Image:
-    """The RGB ``frame`` with ``mask`` (same size, or ``None``: untinted) tinted over it, shrunk so
-    that its longer side is at most ``max_side``; ``where`` names the frame in errors."""
-    if mask is not None:
-        if mask.shape[:2] != frame.shape[:2]:
-            raise BadInputError(
-                f"Mask of {where} is {mask.shape[1]}x{mask.shape[0]} but the frame is "
-                f"{frame.shape[1]}x{frame.shape[0]}: masks must be written at the original frame size.")
-        frame = tint(frame, mask)
-    image = Image.fromarray(frame)
-    scale = max_side / max(image.size)
-    if scale < 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR)
-    return image
+    """The RGB ``frame`` shrunk so that its longer side is at most ``max_side``, with ``mask``
+    (same size as the frame, or ``None``: untinted), shrunk alike, tinted over it; ``where``
+    names the frame in errors."""
+    image = _shrunk(Image.fromarray(frame), max_side)
+    if mask is None:
+        return image
+    if mask.shape[:2] != frame.shape[:2]:
+        raise BadInputError(
+            f"Mask of {where} is {mask.shape[1]}x{mask.shape[0]} but the frame is "
+            f"{frame.shape[1]}x{frame.shape[0]}: masks must be written at the original frame size.")
+    small_mask = np.asarray(_shrunk(Image.fromarray(mask), max_side))
+    return Image.fromarray(tint(np.asarray(image), small_mask))
 
 
 def _gif_parts(image: Image.Image) -> Tuple[bytes, int, bytes]:
-    """``(colour table, size bits, image data)`` of ``image`` saved as a one-frame GIF by PIL."""
+    """``(colour table, size bits, image data)`` of ``image`` (fast octree palette) saved as a
+    one-frame GIF by PIL."""
     buffer = io.BytesIO()
-    image.save(buffer, format="GIF")
+    image.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="GIF")
     data = buffer.getvalue()
     flags = data[10]
     table_size = 3 << ((flags & 7) + 1) if flags & 0x80 else 0
@@ -68,8 +75,8 @@ def _gif_parts(image: Image.Image) -> Tuple[bytes, int, bytes]:
 class GifStream:
     """A looping GIF written one frame at a time into a temporary file, renamed on :meth:`close`.
 
-    Every frame carries its own colour table (PIL's adaptive palette of that frame), so no frame
-    is kept after it is added. Use as a context manager: an error leaves no file behind.
+    Every frame carries its own colour table (PIL's fast octree palette of that frame, ~1 ms
+    against ~0.3 s for its default median cut at 480x270), so no frame is kept after it is added. Use as a context manager: an error leaves no file behind.
     """
 
     def __init__(self, path: PathLike, duration_ms: int = 100, max_side: int = 480) -> None:
