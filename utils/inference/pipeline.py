@@ -144,6 +144,12 @@ def batches_of(samples: Iterable[dict], size: int) -> Iterator[dict]:
         yield collate(group)
 
 
+def helper_thread_init() -> None:
+    """One torch thread in a helper thread (decoding, flow, writing): the cores belong to the
+    network, and nested OpenMP pools on top of the helper threads stall each other."""
+    torch.set_num_threads(1)
+
+
 def prefetch(iterable: Iterable[Any], depth: int) -> Iterator[Any]:
     """Iterate ``iterable`` on a background thread, at most ``depth`` items ahead of the caller.
 
@@ -162,6 +168,7 @@ def prefetch(iterable: Iterable[Any], depth: int) -> Iterator[Any]:
         return False
 
     def produce() -> None:
+        helper_thread_init()
         try:
             for item in iterable:
                 if not put(("item", item)):
@@ -195,7 +202,8 @@ class OrderedPool:
     def __init__(self, threads: int, limit: int, on_result: Callable[[Any], None]) -> None:
         self.limit, self.on_result = max(1, limit), on_result
         self.pending: Deque[Future] = deque()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fsnet-writer")
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fsnet-writer",
+                                        initializer=helper_thread_init)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)``, waiting for the oldest jobs while too many are pending."""

@@ -178,9 +178,14 @@ def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torc
         return exists
 
     samples = video_samples(video, sequence, video_options, done, clock, on_flow, unpredicted)
-    with _overlay(video_options.gif_path, clock, on_mask) as sink:
-        stats = run_pipeline(predictor, batches_of(samples, options.batchsize), out_dir, device,
-                             options, total, f"{sequence} ({options.mode})", sink, clock)
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # decoding and DIS on the reader thread only: the cores run the network
+    try:
+        with _overlay(video_options.gif_path, clock, on_mask) as sink:
+            stats = run_pipeline(predictor, batches_of(samples, options.batchsize), out_dir, device,
+                                 options, total, f"{sequence} ({options.mode})", sink, clock)
+    finally:
+        cv2.setNumThreads(cv_threads)
     stats.unpredicted, stats.skipped_existing = unpredicted, len(skipped)
     stats.stage_seconds = {k: round(v, 3) for k, v in clock.seconds.items()}
     return stats
