@@ -9,10 +9,10 @@ Real frames when ``../shared/real/DAVIS2016-sample`` (relative to the repository
 the sequence's 854x480 JPEGs are linked into a temporary test set and their DIS flow is made with
 ``utils.flow.generate`` (last frame by backward flow, so every frame is predicted). Otherwise
 the toy test set (``utils.data.toy``): 4 sequences of 10 frames at 128x96, or with
-``--toy_frames N`` about N frames of ``--toy_size``: 4 sequences of 43 frames are rendered (with
-their DIS flow) and hard-linked as further sequences until N frames are listed (a 1,376-frame
-set at 854x480, the size of DAVIS-2016 val, takes seconds instead of minutes; the last frame of
-each sequence has no flow, so 42 of every 43 frames are predicted). The checkpoint holds random
+``--toy_frames N`` about N frames of ``--toy_size``: 4 sequences of N/4 frames (at most 43) are
+rendered (with their DIS flow) and hard-linked as further sequences until N frames are listed (a
+1,376-frame set at 854x480, the size of DAVIS-2016 val, takes seconds instead of minutes; the
+last frame of each sequence has no flow, so 42 of every 43 frames are predicted). The checkpoint holds random
 weights (``lib.verify.randomize_weights``).
 
 Each configuration runs ``inference.predict`` in its own child process (so its peak resident
@@ -69,15 +69,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def make_large_toy(root: Path, frames: int, size: str) -> tuple[Path, str]:
-    """About ``frames`` toy frames of ``size`` (WxH): 4 rendered sequences of
+    """About ``frames`` toy frames of ``size`` (WxH): 4 rendered sequences of at most
     :data:`TOY_SEQUENCE_FRAMES`, hard-linked as further sequences (see the module docstring)."""
     from utils.data.toy import ToyConfig, make_toy_dataset
     width, height = (int(v) for v in size.lower().split("x"))
+    length = min(TOY_SEQUENCE_FRAMES, max(2, -(-frames // 4)))
     config = ToyConfig(width=width, height=height, train_sequences=1, train_frames=2,
-                       test_sequences=4, test_frames=TOY_SEQUENCE_FRAMES, static_images=0)
-    testset = make_toy_dataset(root / "Toy", config=config, workers=min(8, os.cpu_count() or 1)) / "TestSet"
+                       test_sequences=4, test_frames=length, static_images=0)
+    workers = min(8, os.cpu_count() or 1) if frames > 4 * TOY_SEQUENCE_FRAMES else 1
+    testset = make_toy_dataset(root / "Toy", config=config, workers=workers) / "TestSet"
     rendered = sorted((testset / "Toy").iterdir())
-    copies = max(1, -(-frames // (len(rendered) * TOY_SEQUENCE_FRAMES)))
+    copies = max(1, -(-frames // (len(rendered) * length)))
     for copy in range(1, copies):
         for seq in rendered:
             for folder in ("Frame", "OF_FlowNet2"):
@@ -85,7 +87,7 @@ def make_large_toy(root: Path, frames: int, size: str) -> tuple[Path, str]:
                 target.mkdir(parents=True)
                 for path in (seq / folder).iterdir():
                     os.link(path, target / path.name)
-    total = copies * len(rendered) * TOY_SEQUENCE_FRAMES
+    total = copies * len(rendered) * length
     return testset, f"toy frames ({total} at {width}x{height}, {copies * len(rendered)} sequences)"
 
 

@@ -59,7 +59,7 @@ DRY_RUN_LIMIT = 400
 DRY_RUN_ENV = {"OMP_NUM_THREADS": "1"}
 #: Packages the GPU image lacks that a step imports (train.py logs through tensorboardX).
 CARRIED = {"tensorboardX": ("train_step", "torchrun")}
-#: Training-step options compared (names of bench.bench_train's GPU options).
+#: Training-step options compared (names of bench.bench_train's GPU options): the baseline first.
 TRAIN_OPTIONS = ("fp32", "bf16+channels_last")
 
 
@@ -114,8 +114,8 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
                            "--amp", "bf16", "--channels_last"])
     probe = ["-m", "bench.gpu_check", "--nccl_probe"] + (["--dry_run"] if dry else [])
     graphs = ["-m", "bench.gpu_check", "--graphs_probe", "--json", str(work / "inference_graphs.json")]
-    return {"inference": [_inference(work, "inference", device, dry, 48 if dry else 1376)],
-            "inference_small": [_inference(work, "inference_small", device, dry, 36)],
+    return {"inference": [_inference(work, "inference", device, dry, 16 if dry else 1376)],
+            "inference_small": [_inference(work, "inference_small", device, dry, 8 if dry else 36)],
             "inference_graphs": [py + graphs + (["--dry_run"] if dry else [])],
             "train_step": [py + train_step],
             "torchrun": [torchrun + train, torchrun + probe]}
@@ -129,18 +129,25 @@ def python_path(extra: Optional[str]) -> str:
 _TRACEBACK = "Traceback (most recent call last):"
 #: A launcher's own report of a failed child (torchrun's ``ChildFailedError`` summary).
 _LAUNCHER = re.compile(r"ChildFailedError|torch/distributed/(run|launch)\.py|elastic/multiprocessing")
+#: The prefix torchrun puts before each line of a child's output (``[rank0]: ``).
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d*\]:\s?")
 
 
 def real_error(output: str) -> Optional[str]:
     """The error that made a command fail: its last traceback that is not a launcher's own (the
-    traceback's last lines, ending with the exception), else the last ``error:`` line."""
-    blocks = output.split(_TRACEBACK)[1:]
-    for block in reversed(blocks):
-        if not _LAUNCHER.search(block):
-            lines = [line for line in block.strip("\n").splitlines()]
-            end = next((i for i, line in enumerate(lines) if line and not line.startswith(" ")), len(lines) - 1)
-            return "\n".join([_TRACEBACK] + lines[max(0, end - 6):end + 1])
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    header, the last frames and the exception line), else the last ``error:`` line."""
+    lines = [_RANK_PREFIX.sub("", line) for line in output.splitlines()]
+    found: Optional[list[str]] = None
+    for start, line in enumerate(lines):
+        if line.startswith(_TRACEBACK):
+            end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+                       len(lines) - 1)
+            block = lines[start:end + 1]
+            if not _LAUNCHER.search("\n".join(block)):
+                found = block
+    if found is not None:
+        return "\n".join(found[:1] + found[1:][-7:])
+    errors = [line for line in lines if line.startswith("error:")]
     return errors[-1] if errors else None
 
 
@@ -206,7 +213,7 @@ def targets(steps: dict) -> dict:
     """The GPU targets against what this run measured (None: not measured)."""
     graphs = (steps.get("inference_graphs") or {}).get("result") or {}
     rows = (steps.get("train_step") or {}).get("result") or []
-    rate = {r["option"]: r["samples_per_s"] for r in rows}
+    rates = [r["samples_per_s"] for r in rows[:2]] + [None, None]  # the baseline, then the option
     default, plain = _best(steps, "inference", "default"), _best(steps, "inference", "plain")
     small = {k: _best(steps, "inference_small", k) for k in ("default", "plain")}
     train_rate = ((steps.get("torchrun") or {}).get("result") or {}).get("samples_per_s")
@@ -214,8 +221,8 @@ def targets(steps: dict) -> dict:
     default_over_plain = {
         "1376_frames": _ratio(default.get("end_to_end_fps"), plain.get("end_to_end_fps")),
         "36_frames": _ratio(small["default"].get("end_to_end_fps"), small["plain"].get("end_to_end_fps"))}
-    train = _ratio(rate.get(TRAIN_OPTIONS[1]), rate.get(TRAIN_OPTIONS[0]))
-    loader = _ratio(train_rate, rate.get(TRAIN_OPTIONS[1]))
+    train = _ratio(rates[1], rates[0])
+    loader = _ratio(train_rate, rates[1])
     return {"official_fp32_batch1_fps": graphs.get("official_fp32_batch1_fps"),
             "model_only_fps_at_352_bf16": graphs.get("folded_eager_fps"),
             "model_only_cuda_graph_fps": graphs.get("folded_cuda_graph_fps"),
