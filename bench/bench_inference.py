@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from bench.child import run_child
 from utils.io import save_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,21 +111,13 @@ def make_testset(root: Path, sequence: str, toy: bool, toy_frames: int = 0,
     return root / "TestSet", f"real DAVIS-2016 {sequence} ({len(list(source.glob('*.jpg')))} frames)"
 
 
-def run_child(argv: list[str]) -> dict:
+def run_config(argv: list[str]) -> dict:
     """Run one configuration in a child process; return its summary, wall time and peak RSS."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "bench.bench_inference", "--_child", *argv],
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"inference child failed (status {status}):\n{output[-2000:]}")
-    summary = json.loads(output.strip().splitlines()[-1])
+    summary, seconds, peak = run_child("bench.bench_inference", argv)
     return {"backend": summary["backend"], "batchsize": summary["batchsize"],
             "frames": summary["written"], "model_fps": summary["model_fps"],
-            "end_to_end_fps": summary["end_to_end_fps"],
-            "process_seconds": round(time.perf_counter() - start, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}  # kB on Linux
+            "end_to_end_fps": summary["end_to_end_fps"], "process_seconds": seconds,
+            "peak_rss_mb": peak}
 
 
 def _child(argv: list[str]) -> None:
@@ -160,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
                 out = tmp_path / f"{name}{repeat}"
                 config = CONFIGS[name] or ["--backend", args.backend, "--batchsize",
                                            args.batchsize, "--amp", args.amp]
-                runs[name].append(run_child(common + config + ["--test_save", str(out)]))
+                runs[name].append(run_config(common + config + ["--test_save", str(out)]))
                 print(f"{name}: {runs[name][-1]}", flush=True)
     best = {name: max(values, key=lambda r: r["end_to_end_fps"]) for name, values in runs.items()}
     report = {"frames": frames, "backbone": args.backbone, "testsize": args.testsize,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.child import REPO, run_child
+
 CLIP = REPO.parent / "shared" / "real" / "videos" / "dog.mp4"
 
 
@@ -79,19 +79,10 @@ def write_clip(source: Path, out: Path, frames: int, repeat: int) -> int:
     return len(images) * repeat
 
 
-def run_child(argv: list[str]) -> dict:
+def run_clip(argv: list[str]) -> dict:
     """One inference run in a child process: its report, process wall time and peak RSS."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "bench.bench_video", "--_child", *argv],
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"inference child failed (status {status}):\n{output[-2000:]}")
-    report = json.loads(output.strip().splitlines()[-1])
-    report.update(process_seconds=round(time.perf_counter() - start, 1),
-                  peak_rss_mb=round(usage.ru_maxrss / 1024))  # kB on Linux
-    return report
+    report, seconds, peak = run_child("bench.bench_video", argv)
+    return {**report, "process_seconds": seconds, "peak_rss_mb": peak}
 
 
 def model_only_seconds(predictor, batches: int, batchsize: int, testsize: int, threads: Optional[int]) -> float:
@@ -179,7 +170,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         for name, repeat in clips.items():
             clip = work / f"clip_{name}.avi"
             frames = write_clip(Path(args.video), clip, args.frames, repeat)
-            run = run_child(["model_only" if repeat == 1 else "-", *common, "--video", str(clip),
+            run = run_clip(["model_only" if repeat == 1 else "-", *common, "--video", str(clip),
                              "--test_save", str(work / name), "--flow_size", str(args.flow_size)])
             run["frames"], run["shares"] = frames, shares(run)
             if "model_only_seconds" in run:
@@ -191,7 +182,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
                                              / report["runs"]["x1"]["peak_rss_mb"], 3)
         if args.compare_flow_size:
             clip = work / "clip_x1.avi"
-            run = run_child(["-", *common, "--video", str(clip), "--test_save", str(work / "small"),
+            run = run_clip(["-", *common, "--video", str(clip), "--test_save", str(work / "small"),
                              "--flow_size", str(args.compare_flow_size)])
             run["shares"] = shares(run)
             run["against_full_flow"] = compare_maps(work / "x1" / "Video" / "clip_x1",
