@@ -190,3 +190,17 @@ def test_shrink_keeps_the_aspect_and_never_enlarges():
     frame = np.zeros((720, 1280, 3), np.uint8)
     assert shrink(frame, 640).shape == (360, 640, 3)
     assert shrink(frame, 0) is frame and shrink(frame, 2000) is frame
+
+
+@pytest.mark.parametrize("mode", ["saliency", "binary"])
+def test_maps_made_on_the_device_equal_the_writer_threads_maps(tmp_path, mode):
+    """The GPU route (8-bit map made next to the network, writers only encode) gives the maps of
+    the CPU route (writers finish the map)."""
+    maps = {}
+    for on_device in (False, True):
+        options = PredictOptions(batchsize=2, mode=mode, show_progress=False, maps_on_device=on_device)
+        out = tmp_path / str(on_device)
+        run_pipeline(fake_network([]), batches_of((sample(i) for i in range(3)), 2), out, CPU, options, 3)
+        maps[on_device] = [np.asarray(Image.open(out / "seq" / f"{i:05d}.png")) for i in range(3)]
+    for cpu_map, device_map in zip(maps[False], maps[True]):
+        np.testing.assert_array_equal(cpu_map, device_map)

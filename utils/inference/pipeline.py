@@ -110,6 +110,7 @@ class PredictOptions:
     torch_threads: Optional[int] = None  # torch threads during the loop (onnx: 1, see inference.py)
     writer_threads: int = 2
     prefetch: int = 2  # batches the source may run ahead of the network
+    maps_on_device: Optional[bool] = None  # 8-bit maps made on the device; None: off the CPU, no CRF
     show_progress: bool = True
 
 
@@ -367,7 +368,8 @@ def run_pipeline(predictor: Predictor, batches: Iterable[dict], out_dir: Path, d
     stats, clock = PredictionStats(), clock or StageClock()
     size, dtype = options.batchsize, AMP_DTYPES[options.amp]
     feeder, forward_clock = DeviceFeeder(device), ForwardClock(device)
-    finish_on_device = device.type != "cpu" and not options.crf
+    finish_on_device = (device.type != "cpu" if options.maps_on_device is None
+                        else options.maps_on_device) and not options.crf
 
     def collect(result: Tuple[dict, np.ndarray, Optional[str]]) -> None:
         sample, array, path = result
