@@ -42,13 +42,13 @@ def sample(index: int) -> dict:
 def test_maps_come_back_in_order_with_one_batch_shape(tmp_path, monkeypatch):
     """Writers finish out of order (later frames faster), yet the sink sees frame order; 7 frames
     in batches of 3 reach the network as three batches of one shape."""
-    save = pipeline.save_image
+    save = pipeline.save_map
 
     def slow_early_frames(array, path):
         time.sleep(0.02 * (7 - int(Path(path).stem)))
         save(array, path)
 
-    monkeypatch.setattr(pipeline, "save_image", slow_early_frames)
+    monkeypatch.setattr(pipeline, "save_map", slow_early_frames)
     shapes, seen = [], []
     options = PredictOptions(batchsize=3, writer_threads=4, show_progress=False, mode="binary")
     stats = run_pipeline(fake_network(shapes), batches_of((sample(i) for i in range(7)), 3), tmp_path,

@@ -34,19 +34,23 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from utils.cli import UserError, progress
 from utils.data.images import read_rgb
 from utils.device import torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability, probability_to_uint8
-from utils.io import save_image
+from utils.io import atomic_write_with
 
 #: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
 #: Called in frame order with each written frame's sample (``sequence``, ``frame``, ...) and map.
 MaskSink = Callable[[dict, np.ndarray], None]
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: zlib level of the written maps: level 1 encodes a 1280x720 map about 4x faster than PIL's
+#: default 6 for files about 10% larger (the pixels are the same).
+PNG_COMPRESS_LEVEL = 1
 #: Keys of a sample that go into the batch's tensors; the rest is the sample's description.
 TENSOR_KEYS = ("image", "flow")
 
@@ -325,6 +329,12 @@ def _postprocess_on_device(logits: Tensor, samples: List[dict], options: Predict
     return maps
 
 
+def save_map(array: np.ndarray, path: Path) -> None:
+    """Write a uint8 map as a PNG (:data:`PNG_COMPRESS_LEVEL`), atomically."""
+    atomic_write_with(path, lambda buf: Image.fromarray(array).save(
+        buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+
+
 def _read_map(sample: dict, path: Path) -> Tuple[dict, np.ndarray, Optional[str]]:
     """The map of a frame that was already on disk (for the sink); nothing is written."""
     return sample, np.asarray(read_rgb(path).convert("L")), None
@@ -342,7 +352,7 @@ def _write_map(value: Tensor, sample: dict, path: Path, options: PredictOptions,
                 rgb = sample.get("rgb")
                 frame = rgb if rgb is not None else np.asarray(read_rgb(sample["frame_path"]))
             array = finish_map(value, options.mode, options.threshold, frame)
-        save_image(array, path)
+        save_map(array, path)
     return sample, array, str(path)
 
 
