@@ -17,9 +17,10 @@ overlap, so shares add up to more than 100% when they run side by side), the who
 the same number of forwards of the same predictor at the same batch size on inputs of the same
 shape, nothing else running. ``whole / model-only`` is the pipeline's wall time over that.
 With ``--repeat``, the peak RSS of the R-times clip over the 1-time clip says whether memory is
-bounded. ``--compare_flow_size S`` runs the clip again with ``--flow_size S`` and reports the
-flow stage's time and the saliency maps' mean absolute difference and the IoU of the masks
-thresholded at 128, against the full-size flow (use a trained ``--model_path`` for that).
+bounded. ``--compare_flow_size S [S ...]`` runs the 1-time clip again with each ``--flow_size S``
+and reports its stages and, against the 1-time run (full-size flow unless ``--flow_size``), the
+saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
+trained ``--model_path`` for that).
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_path", default=None, help="a checkpoint (default: random weights)")
     parser.add_argument("--testsize", type=int, default=352)
     parser.add_argument("--flow_size", type=int, default=0, help="inference --flow_size")
-    parser.add_argument("--compare_flow_size", type=int, default=0,
-                        help="also run with this --flow_size and compare the maps")
+    parser.add_argument("--compare_flow_size", type=int, nargs="+", default=[],
+                        help="also run with each of these --flow_size values and compare the maps")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further inference.py flags (e.g. --backend plain)")
     parser.add_argument("--json", default=None, help="also write the report here")
@@ -180,15 +181,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
         if args.repeat > 1:
             report["peak_rss_ratio"] = round(report["runs"][f"x{args.repeat}"]["peak_rss_mb"]
                                              / report["runs"]["x1"]["peak_rss_mb"], 3)
-        if args.compare_flow_size:
-            clip = work / "clip_x1.avi"
-            run = run_clip(["-", *common, "--video", str(clip), "--test_save", str(work / "small"),
-                             "--flow_size", str(args.compare_flow_size)])
+        for size in args.compare_flow_size:
+            clip, name = work / "clip_x1.avi", f"flow_size_{size}"
+            run = run_clip(["-", *common, "--video", str(clip), "--test_save", str(work / name),
+                            "--flow_size", str(size)])
             run["shares"] = shares(run)
-            run["against_full_flow"] = compare_maps(work / "x1" / "Video" / "clip_x1",
-                                                    work / "small" / "Video" / "clip_x1")
-            report["runs"][f"flow_size_{args.compare_flow_size}"] = run
-            print(f"flow_size {args.compare_flow_size}: {json.dumps(run)}", flush=True)
+            run["against_x1"] = compare_maps(work / "x1" / "Video" / "clip_x1",
+                                             work / name / "Video" / "clip_x1")
+            report["runs"][name] = run
+            print(f"{name}: {json.dumps(run)}", flush=True)
     print("\n" + json.dumps(report, indent=2))
     if args.json:
         from utils.io import save_json
