@@ -41,7 +41,7 @@ from utils.cli import UserError, progress
 from utils.data.images import read_rgb
 from utils.device import torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability, probability_to_uint8
-from utils.io import atomic_write_with
+from utils.io import atomic_write_with, open_image
 
 #: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
@@ -310,7 +310,7 @@ class InFlight:
 
     samples: List[dict]
     maps: List[Tensor] = field(default_factory=list)
-    finite: List[bool] = field(default_factory=list)
+    finite: Optional[Tensor] = None  # per predicted frame: are its logits finite
     event: Optional[Any] = None
 
     def wait(self) -> None:
@@ -337,7 +337,7 @@ def save_map(array: np.ndarray, path: Path) -> None:
 
 def _read_map(sample: dict, path: Path) -> Tuple[dict, np.ndarray, Optional[str]]:
     """The map of a frame that was already on disk (for the sink); nothing is written."""
-    return sample, np.asarray(read_rgb(path).convert("L")), None
+    return sample, np.asarray(open_image(path).convert("L")), None
 
 
 def _write_map(value: Tensor, sample: dict, path: Path, options: PredictOptions,
@@ -357,9 +357,10 @@ def _write_map(value: Tensor, sample: dict, path: Path, options: PredictOptions,
 
 
 def _check_finite(flight: InFlight) -> None:
+    if flight.finite is None:
+        return
     predicted = [s for s in flight.samples if s["predicted"]]
-    finite = flight.finite.tolist() if isinstance(flight.finite, Tensor) else flight.finite
-    bad = [f"{s['sequence']}/{s['frame']}" for s, ok in zip(predicted, finite) if not ok]
+    bad = [f"{s['sequence']}/{s['frame']}" for s, ok in zip(predicted, flight.finite.tolist()) if not ok]
     if bad:
         raise UserError(f"the network produced NaN/inf for {len(bad)} frame(s), first {bad[0]} "
                         f"(maps written so far are kept)",
