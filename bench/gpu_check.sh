@@ -22,4 +22,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m bench.gpu_check "$@"
+# python3 first: the GPU image has no plain "python" (PYTHON=... picks another interpreter)
+exec "${PYTHON:-$(command -v python3 || command -v python)}" -m bench.gpu_check "$@"
