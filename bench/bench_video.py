@@ -18,7 +18,7 @@ the same number of forwards of the same predictor at the same batch size on inpu
 shape, nothing else running. ``whole / model-only`` is the pipeline's wall time over that.
 With ``--repeat``, the peak RSS of the R-times clip over the 1-time clip says whether memory is
 bounded. ``--compare_flow_size S [S ...]`` runs the 1-time clip again with each ``--flow_size S``
-and reports its stages and, against the 1-time run (full-size flow unless ``--flow_size``), the
+and reports its stages, its own model-only time and, against the 1-time run (full-size flow unless ``--flow_size``), the
 saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
 trained ``--model_path`` for that).
 """
@@ -183,9 +183,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
                                              / report["runs"]["x1"]["peak_rss_mb"], 3)
         for size in args.compare_flow_size:
             clip, name = work / "clip_x1.avi", f"flow_size_{size}"
-            run = run_clip(["-", *common, "--video", str(clip), "--test_save", str(work / name),
-                            "--flow_size", str(size)])
+            run = run_clip(["model_only", *common, "--video", str(clip), "--test_save",
+                            str(work / name), "--flow_size", str(size)])
             run["shares"] = shares(run)
+            run["whole_over_model_only"] = round(run["pipeline_seconds"] / run["model_only_seconds"], 2)
             run["against_x1"] = compare_maps(work / "x1" / "Video" / "clip_x1",
                                              work / name / "Video" / "clip_x1")
             report["runs"][name] = run
