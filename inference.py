@@ -383,8 +383,9 @@ def predict(config: InferenceConfig) -> InferenceResult:
         torch.backends.cudnn.benchmark = True  # one batch shape throughout: let cuDNN pick kernels
     jobs, absent = ([], []) if config.video else _dataset_jobs(config)
     frames = count_frames(Path(config.video)) if config.video else sum(len(d) for _, d in jobs)
-    if config.video and Path(config.video).is_dir() and not frames:
-        raise BadInputError(f"--video folder {config.video} holds no frame images (jpg/png/bmp).")
+    if config.video and Path(config.video).is_dir() and frames < 2:
+        raise BadInputError(f"--video folder {config.video} holds {frames or 'no'} frame image(s) "
+                            f"(jpg/png/bmp)", "flow needs two frames or more")
     if config.flow_method == "raft" and config.video:
         load_raft(config.raft_weights, config.raft_model)  # missing weights: stop before any work
     batchsize = resolve_batchsize(config.batchsize, device, frames or None)

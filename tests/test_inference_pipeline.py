@@ -204,3 +204,14 @@ def test_maps_made_on_the_device_equal_the_writer_threads_maps(tmp_path, mode):
         maps[on_device] = [np.asarray(Image.open(out / "seq" / f"{i:05d}.png")) for i in range(3)]
     for cpu_map, device_map in zip(maps[False], maps[True]):
         np.testing.assert_array_equal(cpu_map, device_map)
+
+
+def test_a_one_frame_clip_is_refused(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(folder / "00000.jpg")
+    options = PredictOptions(batchsize=1, show_progress=False)
+    with pytest.raises(ValueError, match="single frame"):
+        predict_video(fake_network([]), folder, tmp_path / "out", CPU, options,
+                      VideoOptions(testsize=SIZE, gif_path=tmp_path / "out" / "one.gif"), 1)
+    assert not list((tmp_path / "out").rglob("*.gif*"))

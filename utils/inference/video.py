@@ -129,13 +129,12 @@ def _timed(items: Iterator, clock: StageClock, stage: str) -> Iterator:
 
 
 def video_samples(video: Path, sequence: str, options: VideoOptions, done: Callable[[str], bool],
-                  clock: StageClock, on_flow: Optional[Callable[[str], None]] = None,
-                  unpredicted: Optional[List[Tuple[str, str, str]]] = None) -> Iterator[dict]:
+                  clock: StageClock, on_flow: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
     """Pipeline samples of every frame, made as the frames are decoded.
 
     A frame whose map exists (``done(name)``, resuming) gets no flow and no tensors, only its
-    RGB frame for the overlay. ``on_flow(name)`` is called after each flow; a clip of one frame
-    has no flow: the frame is listed in ``unpredicted``.
+    RGB frame for the overlay. ``on_flow(name)`` is called after each flow. A clip of one frame
+    has no flow: a :class:`BadInputError`.
     """
     for name, frame, other in _pairs(_timed(read_frames(video), clock, "decode")):
         sample = {"sequence": sequence, "frame": name, "frame_path": "", "rgb": frame,
@@ -143,9 +142,8 @@ def video_samples(video: Path, sequence: str, options: VideoOptions, done: Calla
         if options.keep_dir is not None and video.is_file():
             save_image(frame, options.keep_dir / "Frame" / f"{name}.jpg")
         if other is None:
-            if unpredicted is not None:
-                unpredicted.append((sequence, name, "a one-frame video has no flow"))
-            continue
+            raise BadInputError(f"--video {video} holds a single frame: flow needs two",
+                                "pass a clip of two frames or more")
         if not done(name):
             with clock.time("flow"):
                 flow = flow_image(frame, other, options)
@@ -168,7 +166,6 @@ def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torc
     ``on_flow(name)`` / ``on_mask(sample, map)`` are called after each flow / each map on disk.
     """
     sequence, clock = clip_name(video), StageClock()
-    unpredicted: List[Tuple[str, str, str]] = []
     skipped: List[str] = []
 
     def done(name: str) -> bool:
@@ -177,7 +174,7 @@ def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torc
             skipped.append(name)
         return exists
 
-    samples = video_samples(video, sequence, video_options, done, clock, on_flow, unpredicted)
+    samples = video_samples(video, sequence, video_options, done, clock, on_flow)
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # decoding and DIS on the reader thread only: the cores run the network
     try:
@@ -186,7 +183,7 @@ def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torc
                                  options, total, f"{sequence} ({options.mode})", sink, clock)
     finally:
         cv2.setNumThreads(cv_threads)
-    stats.unpredicted, stats.skipped_existing = unpredicted, len(skipped)
+    stats.skipped_existing = len(skipped)
     stats.stage_seconds = {k: round(v, 3) for k, v in clock.seconds.items()}
     return stats
 
