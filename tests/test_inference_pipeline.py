@@ -17,7 +17,8 @@ from utils.cli import UserError
 from utils.inference import pipeline
 from utils.inference.overlay import GifStream
 from utils.inference.pipeline import (DeviceFeeder, ForwardClock, OrderedPool, PredictOptions,
-                                      batches_of, collate, pad_batch, prefetch, run_pipeline)
+                                      batches_of, collate, pad_batch, pinned, prefetch,
+                                      run_pipeline)
 from utils.inference.predict import auto_batchsize, resolve_workers
 from utils.inference.video import VideoOptions, predict_video, shrink
 
@@ -122,6 +123,7 @@ def test_batches_pad_and_carry_samples_without_tensors():
 def test_cpu_feeder_and_clock():
     batch = collate([sample(0)])
     assert DeviceFeeder(CPU).send(batch)["image"] is batch["image"]
+    assert next(pinned([batch], CPU)) is batch  # pinning only for CUDA
     clock = ForwardClock(CPU)
     with clock.forward():
         time.sleep(0.01)

@@ -149,6 +149,15 @@ def batches_of(samples: Iterable[dict], size: int) -> Iterator[dict]:
         yield collate(group)
 
 
+def pinned(batches: Iterable[dict], device: torch.device) -> Iterator[dict]:
+    """``batches`` with their tensors in pinned host memory when ``device`` is CUDA (run it on the
+    source thread, so that the copy to the device can start without a host-side copy)."""
+    for batch in batches:
+        if device.type == "cuda" and batch["image"] is not None:
+            batch = {**batch, **{k: batch[k].pin_memory() for k in TENSOR_KEYS}}
+        yield batch
+
+
 def helper_thread_init() -> None:
     """One torch thread in a helper thread (decoding, flow, writing): the cores belong to the
     network, and nested OpenMP pools on top of the helper threads stall each other."""

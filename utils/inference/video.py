@@ -28,7 +28,7 @@ from utils.flow.color import flow_to_color
 from utils.flow.generate import RaftOptions, compute_flow
 from utils.inference.overlay import GifStream
 from utils.inference.pipeline import (OrderedPool, PredictionStats, PredictOptions, Predictor,
-                                      StageClock, batches_of, output_path, run_pipeline)
+                                      StageClock, batches_of, output_path, pinned, run_pipeline)
 from utils.io import save_image
 
 
@@ -179,8 +179,9 @@ def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torc
     cv2.setNumThreads(1)  # decoding and DIS on the reader thread only: the cores run the network
     try:
         with _overlay(video_options.gif_path, clock, on_mask) as sink:
-            stats = run_pipeline(predictor, batches_of(samples, options.batchsize), out_dir, device,
-                                 options, total, f"{sequence} ({options.mode})", sink, clock)
+            batches = pinned(batches_of(samples, options.batchsize), device)
+            stats = run_pipeline(predictor, batches, out_dir, device, options, total,
+                                 f"{sequence} ({options.mode})", sink, clock)
     finally:
         cv2.setNumThreads(cv_threads)
     stats.skipped_existing = len(skipped)
