@@ -15,10 +15,12 @@ write = 8-bit map + PNG, overlay = GIF frame) and their share of the wall time (
 overlap, so shares add up to more than 100% when they run side by side), the whole child process
 (start-up, checkpoint load, ONNX export), and, in the same child before and after the video,
 **model-only**: the same number of forwards of the same predictor at the same batch size on
-inputs of the same shape, nothing else running (the mean of the two is reported). ``whole / model-only`` is the pipeline's wall time over that.
+inputs of the same shape, nothing else running (the mean of the two is reported).
+``whole / model-only`` is the pipeline's wall time over that.
 With ``--repeat``, the peak RSS of the R-times clip over the 1-time clip says whether memory is
 bounded. ``--compare_flow_size S [S ...]`` runs the 1-time clip again with each ``--flow_size S``
-and reports its stages, its own model-only time and, against the 1-time run (full-size flow unless ``--flow_size``), the
+and reports its stages, its own model-only time and, against the 1-time run (full-size flow
+unless ``--flow_size``), the
 saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
 trained ``--model_path`` for that).
 """
@@ -86,7 +88,8 @@ def run_clip(argv: list[str]) -> dict:
     return {**report, "process_seconds": seconds, "peak_rss_mb": peak}
 
 
-def model_only_seconds(predictor, batches: int, batchsize: int, testsize: int, threads: Optional[int]) -> float:
+def model_only_seconds(predictor, batches: int, batchsize: int, testsize: int,
+                       threads: Optional[int]) -> float:
     """Seconds of ``batches`` forwards of ``predictor`` at ``batchsize`` on random inputs (CPU)."""
     import torch
     from utils.device import torch_threads

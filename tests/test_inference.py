@@ -23,7 +23,7 @@ from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.toy import ToyConfig, make_toy_dataset
-from utils.inference.pipeline import StageClock
+from utils.inference.workers import StageClock
 from utils.inference.video import VideoOptions, video_samples
 
 TESTSIZE = 64

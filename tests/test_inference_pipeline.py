@@ -1,6 +1,7 @@
-"""The streaming inference pipeline (utils.inference.pipeline / .video / overlay.GifStream) with a
-stand-in network: order of the maps, bounded queues, one batch shape, streaming of a video, the
-frame-by-frame GIF and the batch size chosen from the set size. No FSNet involved."""
+"""The streaming inference pipeline (utils.inference.pipeline / .workers / .video /
+overlay.GifStream) with a stand-in network: order of the maps, bounded queues, one batch shape,
+streaming of a video, the frame-by-frame GIF and the batch size chosen from the set size. No FSNet
+involved."""
 from __future__ import annotations
 
 import threading
@@ -16,9 +17,9 @@ from PIL import Image
 from utils.cli import UserError
 from utils.inference import pipeline
 from utils.inference.overlay import GifStream
-from utils.inference.pipeline import (DeviceFeeder, ForwardClock, OrderedPool, PredictOptions,
-                                      batches_of, collate, pad_batch, pinned, prefetch,
-                                      run_pipeline)
+from utils.inference.pipeline import (DeviceFeeder, ForwardClock, PredictOptions, batches_of,
+                                      collate, pad_batch, pinned, run_pipeline)
+from utils.inference.workers import OrderedPool, prefetch
 from utils.inference.predict import auto_batchsize, resolve_workers
 from utils.inference.video import VideoOptions, predict_video, shrink
 

@@ -76,7 +76,8 @@ class GifStream:
     """A looping GIF written one frame at a time into a temporary file, renamed on :meth:`close`.
 
     Every frame carries its own colour table (PIL's fast octree palette of that frame, ~1 ms
-    against ~0.3 s for its default median cut at 480x270), so no frame is kept after it is added. Use as a context manager: an error leaves no file behind.
+    against ~0.3 s for its default median cut at 480x270), so no frame is kept after it is added.
+    Use as a context manager: an error leaves no file behind.
     """
 
     def __init__(self, path: PathLike, duration_ms: int = 100, max_side: int = 480) -> None:

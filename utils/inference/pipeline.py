@@ -4,8 +4,8 @@ Stages (each bounded, so memory does not grow with the input):
 
 1. **source**: samples (decoded, resized input tensors plus where their map goes) grouped into
    batches by :func:`collate`: DataLoader worker processes for test sets, the decode → flow →
-   tensor reader of :mod:`utils.inference.video` for a video. :func:`prefetch` runs the source
-   on a background thread behind a queue of ``depth`` batches.
+   tensor reader of :mod:`utils.inference.video` for a video. ``workers.prefetch`` runs the
+   source on a background thread behind a queue of ``options.prefetch`` batches.
 2. **device**: :class:`DeviceFeeder` copies the next batch to the device while the current one
    runs (CUDA: pinned memory, ``non_blocking`` on a side stream). Every batch is padded to the
    run's one batch size (:func:`pad_batch`), so cuDNN autotuning or a trace happens once per run.
@@ -13,24 +13,20 @@ Stages (each bounded, so memory does not grow with the input):
    the device, and on CUDA turned into the 8-bit map there too, then copied back without a
    host synchronisation (:class:`InFlight`). A batch is retired (its results waited for and
    checked for NaN/inf) only after the next batch has been launched.
-4. **writers**: an :class:`OrderedPool` of threads finishes each map (CRF, 8-bit,
+4. **writers**: a ``workers.OrderedPool`` of threads finishes each map (CRF, 8-bit,
    :func:`utils.inference.postprocess.finish_map`) and writes the PNG; its results come back in
    frame order, so a sink (the video overlay) sees the masks in order.
 
-:class:`StageClock` adds up the busy seconds of each stage (they overlap, so the shares of a
+``workers.StageClock`` adds up the busy seconds of each stage (they overlap, so the shares of a
 run can add up to more than its wall time).
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +38,7 @@ from utils.data.images import read_rgb
 from utils.device import torch_threads
 from utils.inference.postprocess import finish_map, logits_to_probability, probability_to_uint8
 from utils.io import atomic_write_with, open_image
+from utils.inference.workers import OrderedPool, StageClock, prefetch
 
 #: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
@@ -53,28 +50,6 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PNG_COMPRESS_LEVEL = 1
 #: Keys of a sample that go into the batch's tensors; the rest is the sample's description.
 TENSOR_KEYS = ("image", "flow")
-
-
-class StageClock:
-    """Busy seconds per stage name, added from any thread."""
-
-    def __init__(self) -> None:
-        self.seconds: Dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def add(self, stage: str, seconds: float) -> None:
-        """Count ``seconds`` more for ``stage``."""
-        with self._lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    @contextmanager
-    def time(self, stage: str) -> Iterator[None]:
-        """Count the block's wall time for ``stage``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(stage, time.perf_counter() - start)
 
 
 @dataclass
@@ -156,88 +131,6 @@ def pinned(batches: Iterable[dict], device: torch.device) -> Iterator[dict]:
         if device.type == "cuda" and batch["image"] is not None:
             batch = {**batch, **{k: batch[k].pin_memory() for k in TENSOR_KEYS}}
         yield batch
-
-
-def helper_thread_init() -> None:
-    """One torch thread in a helper thread (decoding, flow, writing): the cores belong to the
-    network, and nested OpenMP pools on top of the helper threads stall each other."""
-    torch.set_num_threads(1)
-
-
-def prefetch(iterable: Iterable[Any], depth: int) -> Iterator[Any]:
-    """Iterate ``iterable`` on a background thread, at most ``depth`` items ahead of the caller.
-
-    An exception of the producer is raised in the caller; closing the iterator stops the producer.
-    """
-    items: "queue.Queue[Tuple[str, Any]]" = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(item: Tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        helper_thread_init()
-        try:
-            for item in iterable:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as error:  # handed to the consumer
-            put(("error", error))
-
-    thread = threading.Thread(target=produce, name="fsnet-source", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-class OrderedPool:
-    """Jobs on ``threads`` threads, at most ``limit`` unfinished; results in submission order.
-
-    :meth:`submit` first hands back the oldest results while more than ``limit`` are pending
-    (that is what bounds the memory of queued maps); each result goes to ``on_result``.
-    """
-
-    def __init__(self, threads: int, limit: int, on_result: Callable[[Any], None]) -> None:
-        self.limit, self.on_result = max(1, limit), on_result
-        self.pending: Deque[Future] = deque()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fsnet-writer",
-                                        initializer=helper_thread_init)
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue ``fn(*args)``, waiting for the oldest jobs while too many are pending."""
-        while len(self.pending) >= self.limit:
-            self.on_result(self.pending.popleft().result())
-        self.pending.append(self._pool.submit(fn, *args))
-
-    def drain(self) -> None:
-        """Wait for every job, handing their results back in order."""
-        while self.pending:
-            self.on_result(self.pending.popleft().result())
-
-    def __enter__(self) -> "OrderedPool":
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if error is not None:
-            for future in self.pending:
-                future.cancel()
-        self._pool.shutdown(wait=True)
 
 
 class DeviceFeeder:

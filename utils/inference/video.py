@@ -27,8 +27,9 @@ from utils.data.transforms import input_tensor
 from utils.flow.color import flow_to_color
 from utils.flow.generate import RaftOptions, compute_flow
 from utils.inference.overlay import GifStream
-from utils.inference.pipeline import (OrderedPool, PredictionStats, PredictOptions, Predictor,
-                                      StageClock, batches_of, output_path, pinned, run_pipeline)
+from utils.inference.pipeline import (PredictionStats, PredictOptions, Predictor, batches_of,
+                                      output_path, pinned, run_pipeline)
+from utils.inference.workers import OrderedPool, StageClock
 from utils.io import save_image
 
 
