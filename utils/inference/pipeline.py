@@ -150,13 +150,15 @@ class DeviceFeeder:
         with torch.cuda.stream(self.stream):
             moved = {k: (batch[k] if batch[k].is_pinned() else batch[k].pin_memory())
                      .to(self.device, non_blocking=True) for k in TENSOR_KEYS}
-        return {**batch, **moved}
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        return {**batch, **moved, "copied": copied}
 
     def ready(self, batch: dict) -> dict:
-        """Make the compute stream wait for ``batch``'s copies before using them."""
-        if self.stream is not None and batch["image"] is not None:
+        """Make the compute stream wait for ``batch``'s own copies (not for later batches')."""
+        if batch.get("copied") is not None:
             current = torch.cuda.current_stream(self.device)
-            current.wait_stream(self.stream)
+            current.wait_event(batch["copied"])
             for key in TENSOR_KEYS:
                 batch[key].record_stream(current)
         return batch
