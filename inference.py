@@ -12,10 +12,11 @@ Own video (a video file or a folder of frames)::
 
     python inference.py --video clip.mp4 --mode binary
 
-extracts the frames, computes flow (``utils.flow.generate``, last frame by backward flow so every frame
-gets a mask), and writes ``<test_save>/Video/<name>/<frame>.png`` plus ``<test_save>/Video/<name>.gif``
-(mask tinted over the frames). See docs/inference.md for the two modes, the
-last-frame policy, the CRF option, the backends and the checks made before any work.
+streams the clip (decode → flow, last frame by backward flow so every frame gets a mask → model →
+write, overlapping) into ``<test_save>/Video/<name>/<frame>.png`` plus ``<test_save>/Video/<name>.gif``
+(mask tinted over the frames, written frame by frame). See docs/inference.md for the two modes,
+the last-frame policy, the CRF option, the backends, the streaming pipeline and the checks made
+before any work.
 
 Library use: ``predict(InferenceConfig(...)) -> InferenceResult``; command line:
 ``main(argv) -> exit status``.
@@ -27,11 +28,11 @@ from utils.cli import install_interrupt_hook
 install_interrupt_hook()  # first: a Ctrl-C while torch is still being imported is one error line too
 
 import argparse
-import json
+import math
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -40,27 +41,24 @@ import torch
 from utils.cli import (BadInputError, ListAction, MissingInputError, OutputExistsError, UserError,
                        add_device_argument, check_all, make_parser, run_guarded)
 from utils.data.dataset import TestDataset
-from utils.data.images import list_images
 from utils.data.verify import verify_samples
 from utils.device import AMP_DTYPES, add_amp_argument, resolve_device
-from utils.flow.generate import check_video, extract_frames, extracted_frames, generate_flow
+from utils.flow.generate import RaftOptions, check_video
 from utils.flow.options import add_flow_arguments
-from utils.inference.overlay import write_overlay_gif
 from utils.inference.postprocess import MODES
-from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions,
-                                     check_no_empty_sequence, load_predictor, output_path,
-                                     predict_dataset, require_checkpoint, resolve_backend,
-                                     resolve_batchsize)
-from utils.io import save_json
+from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions, Predictor,
+                                     check_no_empty_sequence, load_predictor, predict_dataset,
+                                     require_checkpoint, resolve_backend, resolve_batchsize,
+                                     resolve_workers)
+from utils.inference.video import VideoOptions, clip_name, count_frames, predict_video
 from utils.safety import (check_outputs_apart, output_lock, real_path, record_source, recorded_source,
                           remove_stale_temporaries, source_differences)
-from utils.weights import add_offline_argument, set_offline
+from utils.weights import add_offline_argument, load_raft, set_offline
 
 DEFAULT_DATASETS = ("DAVIS", "FBMS", "SegTrack-V2", "MCL", "DAVSOD",
                     "DAVSOD-Easy-35", "DAVSOD-Normal-25", "DAVSOD-Difficult-20")
 DEFAULT_MODEL = "./snapshot/FSNet/2021-ICCV-FSNet-20epoch-new.pth"
 VIDEO_DATASET = "Video"
-VIDEO_FLOW_FOLDER = "Flow"
 
 
 @dataclass
@@ -90,6 +88,8 @@ class InferenceConfig:
     raft_weights: Optional[str] = None
     raft_model: str = "raft_large"
     offline: bool = False
+    flow_size: int = 0
+    keep_intermediate: bool = False
     show_progress: bool = True
 
 
@@ -110,6 +110,7 @@ class InferenceResult:
     unpredicted: List[list]
     model_fps: Optional[float]
     end_to_end_fps: Optional[float]
+    stage_seconds: Dict[str, float] = field(default_factory=dict)
     overlay_gif: Optional[str] = None
 
     @property
@@ -142,7 +143,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--testsize", type=int, default=defaults.testsize,
                         help="network input size (multiple of 32)")
     parser.add_argument("--batchsize", default=defaults.batchsize,
-                        help="frames per forward pass; auto = 1 on the CPU, 32 on CUDA")
+                        help="frames per forward pass (the last batch is padded to it); auto = 1 on "
+                             "the CPU; on CUDA 32, or on a small set the largest power of two that "
+                             "fills 4 batches")
     add_device_argument(parser, defaults.device)
     parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
                         help="plain: the unmodified FSNet forward; eager/jit: BN-folded appearance "
@@ -153,8 +156,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="alias of --backend plain")
     add_amp_argument(parser, defaults.amp, "autocast precision of the forward pass")
     parser.add_argument("--workers", default=defaults.workers,
-                        help="DataLoader worker processes (0 = load in the main process); "
-                             "auto = 1 on the CPU, min(8, cores) on CUDA")
+                        help="DataLoader worker processes (0 = load on a thread of the main "
+                             "process); auto = 1 on the CPU, min(8, cores, batches) on CUDA")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode,
                         help="saliency: official min-max normalised 8-bit map; binary: 0/255 mask")
     parser.add_argument("--threshold", type=float, default=defaults.threshold,
@@ -169,8 +172,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="write into a --test_save that holds the maps of another job "
                              "(other checkpoint, inputs, mode, size, threshold or CRF)")
     parser.add_argument("--video", default=None,
-                        help="a video file or a folder of frames: flow, masks and an overlay GIF")
+                        help="a video file or a folder of frames, streamed: flow, masks and an "
+                             "overlay GIF")
     add_flow_arguments(parser, when="--video")
+    parser.add_argument("--flow_size", type=int, default=defaults.flow_size,
+                        help="--video: compute the flow on frames shrunk to this longer side in "
+                             "pixels (0 = full size; e.g. 640 for a 1280x720 clip, see "
+                             "docs/inference.md)")
+    parser.add_argument("--keep_intermediate", action="store_true",
+                        help="--video: also write the decoded frames and flow images to "
+                             "<test_save>/Video-input/<name>/{Frame,Flow}")
     add_offline_argument(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     parser.accept_old_spellings({"--num_workers": "--workers"})
@@ -219,50 +230,6 @@ def resolve_datasets(dataset_path: Path, requested: Optional[Sequence[str]],
     return present + others, absent
 
 
-def _video_source(video: Path) -> Dict[str, object]:
-    """What identifies a ``--video`` input: its path plus its size/mtime (file) or frame names (folder)."""
-    if video.is_dir():
-        return {"path": str(video.resolve()), "frames": [p.name for p in list_images(video).values()]}
-    stat = video.stat()
-    return {"path": str(video.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def prepare_video(video: Path, work_dir: Path, method: str, raft_weights: Optional[str],
-                  skip_existing: bool, progress: bool, raft_model: str = "raft_large") -> Path:
-    """Lay out ``work_dir/{Frame,Flow}`` for a video file or a frame folder; return ``work_dir``.
-
-    A frame folder is linked, never modified; a video file is decoded into ``Frame``. Flow uses
-    the last frame's backward flow so that every frame gets a mask. Without ``skip_existing`` the
-    work folder (ours, under ``--test_save``) is rebuilt; with it, it is reused, but only if
-    ``source.json`` shows it was made from this very input.
-    """
-    source, record = _video_source(video), work_dir / "source.json"
-    if video.is_dir() and not source["frames"]:
-        raise BadInputError(f"--video folder {video} holds no frame images (jpg/png/bmp).")
-    if skip_existing and work_dir.exists():
-        previous = json.loads(record.read_text()) if record.is_file() else {"path": "an unknown input"}
-        if previous != source:
-            raise BadInputError(
-                f"--skip_existing: {work_dir} was made from {previous['path']}, which differs from "
-                f"{video} (or has changed since): rerun without --skip_existing to rebuild it.")
-    elif work_dir.exists():
-        if not record.is_file():
-            raise OutputExistsError(f"{work_dir} holds files that inference.py did not write "
-                                    "(it has no source.json)", "choose another --test_save")
-        shutil.rmtree(work_dir)  # ours; removes a Frame link, never what it points to
-    save_json(source, record)
-    frame_dir = work_dir / "Frame"
-    if video.is_dir():
-        if not frame_dir.exists():
-            frame_dir.symlink_to(video.resolve(), target_is_directory=True)
-    elif extracted_frames(frame_dir) is None:  # none yet, or an interrupted extraction
-        extract_frames(video, frame_dir)
-    generate_flow(frame_dir, work_dir / VIDEO_FLOW_FOLDER, method=method, last_frame="backward",
-                  skip_existing=skip_existing, raft_weights=raft_weights, raft_model=raft_model,
-                  progress=progress)
-    return work_dir
-
-
 def _round(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 2)
 
@@ -272,7 +239,7 @@ def _report(name: str, stats: PredictionStats) -> Dict[str, object]:
         "written": len(stats.written), "skipped_existing": stats.skipped_existing,
         "unpredicted": [list(u) for u in stats.unpredicted], "frames_predicted": stats.frames,
         "model_fps": _round(stats.model_fps), "end_to_end_fps": _round(stats.end_to_end_fps),
-        "dataset": name,
+        "stage_seconds": stats.stage_seconds, "dataset": name,
     }
 
 
@@ -289,19 +256,6 @@ def _print_summary(summary: Dict[str, object]) -> None:
           f"(model {summary['model_fps']} frames/s, end-to-end {summary['end_to_end_fps']} frames/s)")
     if "overlay_gif" in summary:
         print(f"Overlay GIF: {summary['overlay_gif']}")
-
-
-def _video_name(video: Path) -> str:
-    """The sequence name of a ``--video`` (file stem, or the frame folder's name)."""
-    return video.stem if video.is_file() else video.resolve().name
-
-
-def _video_job(config: InferenceConfig) -> Tuple[str, TestDataset]:
-    video = Path(config.video)
-    work_dir = prepare_video(video, Path(config.test_save) / f"{VIDEO_DATASET}-input" / _video_name(video),
-                             config.flow_method, config.raft_weights, config.skip_existing,
-                             config.show_progress, config.raft_model)
-    return VIDEO_DATASET, TestDataset(work_dir, config.testsize, VIDEO_FLOW_FOLDER, "Frame")
 
 
 def _dataset_jobs(config: InferenceConfig) -> Tuple[List[Tuple[str, TestDataset]], List[str]]:
@@ -339,30 +293,6 @@ def _read_paths(config: InferenceConfig, jobs: List[Tuple[str, TestDataset]]) ->
             "the frame and flow folder": sorted(folders)}
 
 
-def _write_video_overlay(dataset: TestDataset, masks_dir: Path) -> Path:
-    """Overlay GIF of the predicted frames (in order) of the single video sequence; a frame whose
-    mask file is missing is shown untinted."""
-    sequence = dataset.sequences[0]
-    frame_paths = [frame_path for _, _, frame_path, _ in dataset.samples]
-    masks = [output_path(masks_dir, sequence, stem) for _, stem, _, _ in dataset.samples]
-    gif = masks_dir / f"{sequence}.gif"
-    write_overlay_gif(frame_paths, [m if m.is_file() else None for m in masks], gif)
-    return gif
-
-
-def _resolve_workers(workers: Union[int, str], device: torch.device) -> int:
-    if workers == "auto":
-        return 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
-    try:
-        value = int(workers)
-    except (TypeError, ValueError):
-        value = -1
-    if value < 0:
-        raise BadInputError(f"--workers {workers!r} is not a whole number >= 0",
-                            "use auto, 0 (load in the main process) or a small number such as 1")
-    return value
-
-
 def _check_config(config: InferenceConfig) -> None:
     """Argument checks that need no model, all problems reported together."""
     def testsize() -> None:
@@ -385,6 +315,10 @@ def _check_config(config: InferenceConfig) -> None:
         if config.video and Path(config.video).is_file():
             check_video(config.video)
 
+    def flow_size() -> None:
+        if config.flow_size < 0:
+            raise BadInputError(f"--flow_size {config.flow_size} is negative", "use 0 (full size) or e.g. 640")
+
     def crf() -> None:
         if config.crf:
             from utils.inference.crf import require_densecrf
@@ -392,7 +326,7 @@ def _check_config(config: InferenceConfig) -> None:
                 require_densecrf()
             except ImportError as error:
                 raise UserError(str(error)) from error
-    check_all([testsize, threshold, amp, lambda: require_checkpoint(config.model_path), video, crf,
+    check_all([testsize, threshold, amp, lambda: require_checkpoint(config.model_path), video, flow_size, crf,
                lambda: resolve_device(config.device)], "argument problems")
 
 
@@ -410,21 +344,20 @@ def _map_folders(config: InferenceConfig, jobs: List[Tuple[str, TestDataset]]) -
     """The folders this run writes maps into (for ``--video``: its map and work folders)."""
     test_save = Path(config.test_save)
     if config.video:
-        name = _video_name(Path(config.video))
+        name = clip_name(Path(config.video))
         return [test_save / VIDEO_DATASET / name, test_save / f"{VIDEO_DATASET}-input" / name]
     return [test_save / name / seq for name, dataset in jobs for seq in dataset.sequences]
 
 
 def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool,
-                 folders: Sequence[Path]) -> None:
+                 folders: Sequence[Path], skip_existing: bool = False) -> None:
     """Refuse a ``--test_save`` holding another job's maps, or maps with no record of the job
-    that made them, unless ``overwrite``."""
-    if overwrite:
-        return
+    that made them, unless ``overwrite``; never keep another job's maps (``skip_existing``)
+    under a video's name."""
     if recorded_source(test_save) is None:
         held = next((path for folder in folders if folder.is_dir() for path in folder.iterdir()
                      if not path.name.startswith(".")), None)
-        if held is not None:
+        if held is not None and not overwrite:
             raise OutputExistsError(f"--test_save {test_save} already holds {held}, with no record "
                                     "of the job that made it",
                                     "choose another --test_save, or pass --overwrite to write "
@@ -433,24 +366,60 @@ def _check_owner(test_save: Path, source: Dict[str, object], overwrite: bool,
     changed = source_differences(test_save, source)
     if not changed:
         return
+    if overwrite and skip_existing and "--video" in source.get("inputs", {}):
+        raise BadInputError(f"--skip_existing would keep maps of another job in {test_save} (it differs "
+                            f"in {', '.join(changed)})", "rerun without --skip_existing to rebuild them")
+    if overwrite:
+        return
     raise OutputExistsError(f"--test_save {test_save} holds the maps of another job (it differs in "
                             f"{', '.join(changed)})",
                             "choose another --test_save, or pass --overwrite to write over them")
+
+
+def _writer_threads(device: torch.device) -> int:
+    """Threads that finish and write maps: 2 on the CPU (the network needs the cores), up to 8
+    beside a GPU (PNG encoding must keep up with it)."""
+    return 2 if device.type == "cpu" else max(2, min(8, os.cpu_count() or 1))
+
+
+def _keep_dir(config: InferenceConfig, video: Path) -> Optional[Path]:
+    """``--keep_intermediate``: the clip's ``Video-input/<name>`` folder, emptied unless resuming
+    (a frame folder given to ``--video`` is linked as ``Frame``, never copied or modified)."""
+    if not config.keep_intermediate:
+        return None
+    keep = Path(config.test_save) / f"{VIDEO_DATASET}-input" / clip_name(video)
+    if keep.exists() and not config.skip_existing:
+        shutil.rmtree(keep)  # removes a Frame link, never what it points to
+    keep.mkdir(parents=True, exist_ok=True)
+    if video.is_dir() and not (keep / "Frame").exists():
+        (keep / "Frame").symlink_to(video.resolve(), target_is_directory=True)
+    return keep
+
+
+def _run_video(config: InferenceConfig, predictor: Predictor, device: torch.device,
+               options: PredictOptions, frames: int) -> Tuple[PredictionStats, Path]:
+    """Stream ``--video`` through the pipeline; return its stats and the overlay GIF's path."""
+    video = Path(config.video)
+    out_dir = Path(config.test_save) / VIDEO_DATASET
+    gif = out_dir / f"{clip_name(video)}.gif"
+    raft = RaftOptions(config.raft_weights, config.raft_model) if config.flow_method == "raft" else None
+    video_options = VideoOptions(method=config.flow_method, raft=raft, flow_size=config.flow_size,
+                                 testsize=config.testsize, keep_dir=_keep_dir(config, video),
+                                 gif_path=gif)
+    return predict_video(predictor, video, out_dir, device, options, video_options, frames), gif
 
 
 def predict(config: InferenceConfig) -> InferenceResult:
     """Run inference as configured; return (and print) what it did.
 
     Before any work: arguments, device and backend, that ``--test_save`` lies apart from every
-    input, every frame/flow pair of every dataset, the output folder's lock (a second run into it
-    stops at once) and the checkpoint (NaN/inf weights are refused).
+    input, every frame/flow pair of every dataset (or that the video opens), the output folder's
+    lock (a second run into it stops at once) and the checkpoint (NaN/inf weights are refused).
     """
     _check_config(config)
     set_offline(config.offline)
     device = resolve_device(config.device)
     backend = resolve_backend(config.backend, device, config.amp)
-    batchsize = resolve_batchsize(config.batchsize, device)
-    workers = _resolve_workers(config.workers, device)
     test_save = Path(config.test_save)
     inputs = {"--video": config.video} if config.video else {"--dataset_path": config.dataset_path}
     jobs, absent = ([], []) if config.video else _dataset_jobs(config)
@@ -461,46 +430,59 @@ def predict(config: InferenceConfig) -> InferenceResult:
         raise UserError(f"--test_save {test_save} cannot be made: {blocker} is a file",
                         "choose an output folder path")
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick kernels
+        torch.backends.cudnn.benchmark = True  # one batch shape throughout: let cuDNN pick kernels
+    frames = count_frames(Path(config.video)) if config.video else sum(len(d) for _, d in jobs)
+    if config.video and Path(config.video).is_dir() and frames < 2:
+        raise BadInputError(f"--video folder {config.video} holds {frames or 'no'} frame image(s) "
+                            f"(jpg/png/bmp)", "flow needs two frames or more")
+    if config.flow_method == "raft" and config.video:
+        load_raft(config.raft_weights, config.raft_model)  # missing weights: stop before any work
     verify_samples([{"frame": frame, "flow": flow} for _, dataset in jobs
                     for _, _, frame, flow in dataset.samples], what="test")
+    batchsize = resolve_batchsize(config.batchsize, device, frames or None)
+    workers = resolve_workers(config.workers, device, math.ceil(frames / batchsize) or None)
     source = _source_record(config, inputs)
     folders = _map_folders(config, jobs)
-    _check_owner(test_save, source, config.overwrite, folders)
+    _check_owner(test_save, source, config.overwrite, folders, config.skip_existing)
     with output_lock(test_save, "inference.py"):
         predictor, backbone = load_predictor(config.model_path, device, config.backbone, backend,
                                              config.testsize)
         record_source(test_save, source)  # the checkpoint is usable: these maps are now its
-        if config.video:
-            jobs = [_video_job(config)]
         for folder in folders:
             remove_stale_temporaries(folder)
         print(f"inference: backend {backend}, batch {batchsize}, amp {config.amp}, device {device}, "
-              f"{backbone}, {sum(len(d) for _, d in jobs)} frames, mode {config.mode}")
+              f"{backbone}, {frames} frames, mode {config.mode}")
         options = PredictOptions(mode=config.mode, threshold=config.threshold, batchsize=batchsize,
                                  workers=workers, amp=config.amp, crf=config.crf,
-                                 skip_existing=config.skip_existing, fixed_batch=backend == "jit",
+                                 skip_existing=config.skip_existing,
                                  # ONNX Runtime runs the network on its own threads; torch's
                                  # post-processing must not take (and spin on) the same cores.
                                  torch_threads=1 if backend == "onnx" else None,
+                                 writer_threads=_writer_threads(device),
                                  show_progress=config.show_progress)
-        reports, unpredicted, total = [], [], PredictionStats()
-        for name, dataset in jobs:
-            stats = predict_dataset(predictor, dataset, test_save / name, device, options,
-                                    desc=f"{name} ({config.mode})")
-            reports.append(_report(name, stats))
-            unpredicted += [[name, *u] for u in stats.unpredicted]
-            total.frames += stats.frames
-            total.model_seconds += stats.model_seconds
-            total.wall_seconds += stats.wall_seconds
-            total.written += stats.written
-        gif = _write_video_overlay(jobs[0][1], test_save / VIDEO_DATASET) if config.video else None
+        gif = None
+        if config.video:
+            stats, gif = _run_video(config, predictor, device, options, frames)
+            runs = [(VIDEO_DATASET, stats)]
+        else:
+            runs = [(name, predict_dataset(predictor, dataset, test_save / name, device, options,
+                                           desc=f"{name} ({config.mode})")) for name, dataset in jobs]
+    reports, unpredicted, total = [], [], PredictionStats()
+    for name, stats in runs:
+        reports.append(_report(name, stats))
+        unpredicted += [[name, *u] for u in stats.unpredicted]
+        total.frames += stats.frames
+        total.model_seconds += stats.model_seconds
+        total.wall_seconds += stats.wall_seconds
+        total.written += stats.written
+        for stage, seconds in stats.stage_seconds.items():
+            total.stage_seconds[stage] = round(total.stage_seconds.get(stage, 0.0) + seconds, 3)
     result = InferenceResult(
         output_dir=str(test_save), mode=config.mode, backbone=backbone, device=str(device),
         backend=backend, batchsize=batchsize, amp=config.amp, datasets=reports,
         absent_datasets=absent, written=len(total.written), unpredicted=unpredicted,
         model_fps=_round(total.model_fps), end_to_end_fps=_round(total.end_to_end_fps),
-        overlay_gif=None if gif is None else str(gif))
+        stage_seconds=total.stage_seconds, overlay_gif=None if gif is None else str(gif))
     _print_summary(result.summary())
     return result
 

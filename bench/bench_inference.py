@@ -3,12 +3,17 @@
     python -m bench.bench_inference [--sequence car-shadow] [--backbone resnet50] [--testsize 352]
         [--workers 1] [--repeats 1] [--configs default plain] [--json report.json]
         [--backend auto] [--batchsize auto] [--amp [off|bf16|fp16]]  (the default configuration)
+        [--toy] [--toy_frames 1376 --toy_size 854x480]   (a toy set big enough for throughput)
 
 Real frames when ``../shared/real/DAVIS2016-sample`` (relative to the repository root) is present:
 the sequence's 854x480 JPEGs are linked into a temporary test set and their DIS flow is made with
 ``utils.flow.generate`` (last frame by backward flow, so every frame is predicted). Otherwise
-the toy test set (``utils.data.synthetic``). The checkpoint holds random weights
-(``tests.random_weights.randomize_weights``).
+the toy test set (``utils.data.synthetic``): 4 sequences of 10 frames at 128x96, or with
+``--toy_frames N`` about N frames of ``--toy_size``: 4 sequences of N/4 frames (at most 43) are
+rendered (with their DIS flow) and hard-linked as further sequences until N frames are listed (a
+1,376-frame set at 854x480, the size of DAVIS-2016 val, takes seconds instead of minutes; the
+last frame of each sequence has no flow, so 42 of every 43 frames are predicted). The checkpoint holds random
+weights (``tests.random_weights.randomize_weights``).
 
 Each configuration runs ``inference.predict`` in its own child process (so its peak resident
 memory, read with ``os.wait4``, is its own), alternating ``plain, default, plain, default, ...``
@@ -24,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +36,13 @@ from pathlib import Path
 
 import torch
 
+from bench.child import run_child
 from utils.io import save_json
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DAVIS = REPO.parent / "shared" / "real" / "DAVIS2016-sample" / "JPEGImages" / "480p"
 CONFIGS = {"plain": ["--backend", "plain", "--batchsize", "1"], "default": []}
+TOY_SEQUENCE_FRAMES = 43  # 32 sequences of 43 frames: 1,376, the frame count of DAVIS-2016 val
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,13 +61,42 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--toy", action="store_true", help="toy frames even if real ones exist")
+    parser.add_argument("--toy_frames", type=int, default=0,
+                        help="toy set of about this many frames (implies --toy; see above)")
+    parser.add_argument("--toy_size", default="854x480", help="--toy_frames: WIDTHxHEIGHT")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser
 
 
-def make_testset(root: Path, sequence: str, toy: bool) -> tuple[Path, str]:
+def make_large_toy(root: Path, frames: int, size: str) -> tuple[Path, str]:
+    """About ``frames`` toy frames of ``size`` (WxH): 4 rendered sequences of at most
+    :data:`TOY_SEQUENCE_FRAMES`, hard-linked as further sequences (see the module docstring)."""
+    from utils.data.synthetic import ToyConfig, make_toy_dataset
+    width, height = (int(v) for v in size.lower().split("x"))
+    length = min(TOY_SEQUENCE_FRAMES, max(2, -(-frames // 4)))
+    config = ToyConfig(width=width, height=height, train_sequences=1, train_frames=2,
+                       test_sequences=4, test_frames=length, static_images=0)
+    workers = min(8, os.cpu_count() or 1) if frames > 4 * TOY_SEQUENCE_FRAMES else 1
+    testset = make_toy_dataset(root / "Toy", config=config, workers=workers) / "TestSet"
+    rendered = sorted((testset / "Toy").iterdir())
+    copies = max(1, -(-frames // (len(rendered) * length)))
+    for copy in range(1, copies):
+        for seq in rendered:
+            for folder in ("Frame", "OF_FlowNet2"):
+                target = testset / "Toy" / f"copy{copy:02d}_{seq.name}" / folder
+                target.mkdir(parents=True)
+                for path in (seq / folder).iterdir():
+                    os.link(path, target / path.name)
+    total = copies * len(rendered) * length
+    return testset, f"toy frames ({total} at {width}x{height}, {copies * len(rendered)} sequences)"
+
+
+def make_testset(root: Path, sequence: str, toy: bool, toy_frames: int = 0,
+                 toy_size: str = "854x480") -> tuple[Path, str]:
     """A test set under ``root`` (real frames when present) and a description of it."""
     from utils.flow.generate import generate_flow
+    if toy_frames:
+        return make_large_toy(root, toy_frames, toy_size)
     source = REAL_DAVIS / sequence
     if toy or not source.is_dir():
         from utils.data.synthetic import ToyConfig, make_toy_dataset
@@ -76,21 +111,13 @@ def make_testset(root: Path, sequence: str, toy: bool) -> tuple[Path, str]:
     return root / "TestSet", f"real DAVIS-2016 {sequence} ({len(list(source.glob('*.jpg')))} frames)"
 
 
-def run_child(argv: list[str]) -> dict:
+def run_config(argv: list[str]) -> dict:
     """Run one configuration in a child process; return its summary, wall time and peak RSS."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "bench.bench_inference", "--_child", *argv],
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"inference child failed (status {status}):\n{output[-2000:]}")
-    summary = json.loads(output.strip().splitlines()[-1])
+    summary, seconds, peak = run_child("bench.bench_inference", argv)
     return {"backend": summary["backend"], "batchsize": summary["batchsize"],
             "frames": summary["written"], "model_fps": summary["model_fps"],
-            "end_to_end_fps": summary["end_to_end_fps"],
-            "process_seconds": round(time.perf_counter() - start, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}  # kB on Linux
+            "end_to_end_fps": summary["end_to_end_fps"], "process_seconds": seconds,
+            "peak_rss_mb": peak}
 
 
 def _child(argv: list[str]) -> None:
@@ -112,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     from utils.checkpoint import save_checkpoint
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp_path = Path(tmp)
-        testset, frames = make_testset(tmp_path, args.sequence, args.toy)
+        testset, frames = make_testset(tmp_path, args.sequence, args.toy, args.toy_frames,
+                                       args.toy_size)
         checkpoint = tmp_path / "fsnet.pth"
         save_checkpoint(randomize_weights(FSNet(args.backbone)).state_dict(), checkpoint)
         common = ["--model_path", str(checkpoint), "--dataset_path", str(testset),
@@ -124,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
                 out = tmp_path / f"{name}{repeat}"
                 config = CONFIGS[name] or ["--backend", args.backend, "--batchsize",
                                            args.batchsize, "--amp", args.amp]
-                runs[name].append(run_child(common + config + ["--test_save", str(out)]))
+                runs[name].append(run_config(common + config + ["--test_save", str(out)]))
                 print(f"{name}: {runs[name][-1]}", flush=True)
     best = {name: max(values, key=lambda r: r["end_to_end_fps"]) for name, values in runs.items()}
     report = {"frames": frames, "backbone": args.backbone, "testsize": args.testsize,

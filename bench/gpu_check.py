@@ -1,35 +1,44 @@
-"""The prepared GPU check: every GPU figure of issue 13 in one run (< 8 min on one H100/H200),
-written to ONE JSON report. Usually started through ``bench/gpu_check.sh``.
+"""The prepared GPU check: every GPU figure of the project in one run (< 8 min on one H100/H200),
+written to ONE JSON report. Usually started through ``bench/gpu_check.sh`` (its header says how
+to carry the tensorboardX wheel that the GPU image lacks).
 
     bench/gpu_check.sh [--out REPORT.json]     # default: $OUT/gpu_check.json, else ./gpu_check.json
     bench/gpu_check.sh --dry_run               # the same steps on the CPU at tiny sizes (the tests)
 
-Steps, each a subprocess with its own time limit (a step that fails or runs out is recorded with
-its status and the last lines of its output, and the next step runs):
+Steps, each a subprocess with its own time limit (:data:`LIMITS`; a step that fails or runs out
+is recorded with its status, the real error -- the last traceback or ``error:`` line of the
+command that failed, not a launcher's summary -- and the last lines of its output, and the next
+step runs):
 
-1. ``inference``: ``bench.bench_inference`` at 352, batch 32, bf16: model-only and end-to-end
-   frames/s of the plain forward and of the default (fast) path on a toy test set of 264 frames.
-2. ``inference_graphs``: model-only frames/s at 352, batch 32, bf16 of the plain forward, the
-   BN-folded eager network, and that network replayed as one CUDA graph: the distance between
-   the last two is what kernel launches cost (target: >= 1,000 frames/s).
-3. ``train_step``: ``bench.bench_train`` at 352 with batches 16 and 48, fp32 / channels_last /
-   bf16 / fp16, with ``--profile`` (kernels per step, GPU busy share, top kernels). If bf16 gains
-   over fp32 grow from batch 16 to 48 and the GPU is busy for a small share of a bf16 step, the
-   step is launch-bound (small convolutions); if a format conversion kernel tops the list,
-   channels_last is paying for layout changes.
-4. ``torchrun``: ``torchrun --standalone --nproc_per_node=1 train.py`` on the toy set (bf16,
+1. ``inference``: ``bench.bench_inference`` on a toy set of 1,376 frames at 854x480 (the size
+   of DAVIS-2016 val; flow precomputed, rendered sequences hard-linked): end-to-end and
+   model-only frames/s of the default path (bf16, ``--batchsize auto`` = 32 here) and of the
+   plain path (official forward, fp32, batch 1), one run each.
+2. ``inference_small``: the same two paths on a 36-frame toy set (start-up dominates; the
+   default must still be at least as fast as the plain path).
+3. ``inference_graphs``: model-only frames/s at 352, batch 32, bf16 of the plain forward, the
+   BN-folded eager network and that network replayed as one CUDA graph, plus the official
+   arithmetic's baseline: the plain forward in fp32 at batch 1.
+4. ``train_step``: ``bench.bench_train`` at 352, batch 16, fp32 against bf16 + channels_last,
+   with ``--profile`` (kernels per step, GPU busy share, top kernels).
+5. ``torchrun``: ``torchrun --standalone --nproc_per_node=1 train.py`` on the toy set (bf16,
    channels_last, 30 batches), plus an NCCL all-reduce under the same launcher: with one process
    train.py starts no process group, so the probe is what shows NCCL itself works.
 
-The report: ``{"meta": {...}, "steps": {name: {"status", "seconds", "command", "result"}},
-"targets": {...}}``; it is rewritten after every step, so a killed run keeps what finished.
+``targets`` compares the run with the goals: end to end >= 50% of model-only at the same batch and
+precision, default >= plain on both set sizes, bf16 + channels_last >= 1.5x the fp32 training
+step, ``train.py`` >= 85% of its own step rate. The report: ``{"meta": {...}, "steps": {name:
+{"status", "seconds", "command", "result", "error", "output_tail"}}, "targets": {...}}``; it is
+rewritten after every step, so a killed run keeps what finished.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -39,14 +48,19 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("inference", "inference_graphs", "train_step", "torchrun")
+STEPS = ("inference", "inference_small", "inference_graphs", "train_step", "torchrun")
 STEP_KEYS = ("status", "seconds", "command", "result")
-#: Time limit of each step in seconds on the GPU (sum 435 s + start-up: under 8 minutes).
-LIMITS = {"inference": 120, "inference_graphs": 75, "train_step": 150, "torchrun": 90}
+#: Time limit of each step in seconds on the GPU (sum 430 s + the report: under 8 minutes).
+LIMITS = {"inference": 150, "inference_small": 50, "inference_graphs": 50, "train_step": 100,
+          "torchrun": 80}
 #: The dry run checks the report's shape, not speed: a shared CPU gets generous limits.
 DRY_RUN_LIMIT = 400
 #: One compute thread in the dry run: on a shared CPU two OpenMP threads stall each other badly.
 DRY_RUN_ENV = {"OMP_NUM_THREADS": "1"}
+#: Packages the GPU image lacks that a step imports (train.py logs through tensorboardX).
+CARRIED = {"tensorboardX": ("train_step", "torchrun")}
+#: Training-step options compared (names of bench.bench_train's GPU options): the baseline first.
+TRAIN_OPTIONS = ("fp32", "bf16+channels_last")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -58,8 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", action="store_true",
                         help="run every step on the CPU at tiny sizes and check the report's shape")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps to run")
-    parser.add_argument("--graphs_probe", action="store_true", help=argparse.SUPPRESS)  # step 2's body
-    parser.add_argument("--nccl_probe", action="store_true", help=argparse.SUPPRESS)    # step 4's probe
+    parser.add_argument("--graphs_probe", action="store_true", help=argparse.SUPPRESS)  # step 3's body
+    parser.add_argument("--nccl_probe", action="store_true", help=argparse.SUPPRESS)    # step 5's probe
     parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -71,22 +85,27 @@ def report_path(out: Optional[str]) -> Path:
     return Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else Path("gpu_check.json")
 
 
+def _inference(work: Path, name: str, device: str, dry: bool, frames: int) -> list[str]:
+    """``bench.bench_inference``: default against plain on a toy set of about ``frames`` frames."""
+    command = [sys.executable, "-m", "bench.bench_inference", "--device", device, "--toy",
+               "--json", str(work / f"{name}.json"), "--repeats", "1"]
+    if dry:  # --backend eager is what auto picks on CUDA (on the CPU it would export to ONNX first)
+        return command + ["--testsize", "64", "--amp", "off", "--workers", "0", "--backend", "eager",
+                          "--toy_frames", str(frames), "--toy_size", "128x96"]
+    return command + ["--testsize", "352", "--amp", "bf16", "--workers", "auto", "--toy_frames",
+                      str(frames), "--toy_size", "854x480"]
+
+
 def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
     """The command lines of every step (GPU sizes, or tiny CPU sizes for ``dry``)."""
     py = [sys.executable]
     device = "cpu" if dry else "cuda"
-    inference = ["-m", "bench.bench_inference", "--device", device, "--json", str(work / "inference.json")]
-    # dry: --backend eager is what auto picks on CUDA (on the CPU it would export to ONNX first)
-    inference += (["--testsize", "64", "--batchsize", "2", "--amp", "off", "--workers", "0", "--repeats", "1",
-                   "--toy", "--backend", "eager"] if dry else
-                  ["--testsize", "352", "--batchsize", "32", "--amp", "bf16", "--workers", "4", "--repeats", "2",
-                   "--toy"])
-    train_step = ["-m", "bench.bench_train", "--device", device, "--profile", "--json", str(work / "train_step.json")]
     # dry: ResNet-50, whose ~3x fewer operators per step keep the CPU profile's parsing short
+    train_step = ["-m", "bench.bench_train", "--device", device, "--profile", "--json", str(work / "train_step.json")]
     train_step += (["--sizes", "64", "--batch", "2", "--steps", "1", "--block", "2", "--warmup", "0",
                     "--backbone", "resnet50",
                     "--options", "default (fp32, loader 0 workers)", "bf16 + channels_last"] if dry else
-                   ["--sizes", "352", "352", "--batch", "16", "48", "--steps", "4", "--block", "3"])
+                   ["--sizes", "352", "--batch", "16", "--steps", "4", "--block", "2", "--options", *TRAIN_OPTIONS])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     train = ["train.py", "--train_type", "pretrain_rgb", "--data_root", str(work / "toy"), "--no_imagenet",
              "--epoch", "1" if dry else "4", "--device", device, "--save_path", str(work / "snapshot"), "--run_name", "gpu_check"]
@@ -95,31 +114,64 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
                            "--amp", "bf16", "--channels_last"])
     probe = ["-m", "bench.gpu_check", "--nccl_probe"] + (["--dry_run"] if dry else [])
     graphs = ["-m", "bench.gpu_check", "--graphs_probe", "--json", str(work / "inference_graphs.json")]
-    return {"inference": [py + inference],
+    return {"inference": [_inference(work, "inference", device, dry, 16 if dry else 1376)],
+            "inference_small": [_inference(work, "inference_small", device, dry, 8 if dry else 36)],
             "inference_graphs": [py + graphs + (["--dry_run"] if dry else [])],
             "train_step": [py + train_step],
             "torchrun": [torchrun + train, torchrun + probe]}
 
 
+def python_path(extra: Optional[str]) -> str:
+    """The repository first, then whatever ``PYTHONPATH`` held (carried wheels stay importable)."""
+    return os.pathsep.join([str(REPO)] + ([extra] if extra else []))
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+#: A launcher's own report of a failed child (torchrun's ``ChildFailedError`` summary).
+_LAUNCHER = re.compile(r"ChildFailedError|torch/distributed/(run|launch)\.py|elastic/multiprocessing")
+#: The prefix torchrun puts before each line of a child's output (``[rank0]: ``).
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d*\]:\s?")
+
+
+def real_error(output: str) -> Optional[str]:
+    """The error that made a command fail: its last traceback that is not a launcher's own (the
+    header, the last frames and the exception line), else the last ``error:`` line."""
+    lines = [_RANK_PREFIX.sub("", line) for line in output.splitlines()]
+    found: Optional[list[str]] = None
+    for start, line in enumerate(lines):
+        if line.startswith(_TRACEBACK):
+            end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+                       len(lines) - 1)
+            block = lines[start:end + 1]
+            if not _LAUNCHER.search("\n".join(block)):
+                found = block
+    if found is not None:
+        return "\n".join(found[:1] + found[1:][-7:])
+    errors = [line for line in lines if line.startswith("error:")]
+    return errors[-1] if errors else None
+
+
 def run_step(commands: list[list[str]], limit: float, env: dict[str, str]) -> dict:
-    """Run the step's commands in turn within ``limit`` seconds (``env`` added to the environment);
-    status ok / failed / timeout."""
-    start, tails, status = time.perf_counter(), [], "ok"
+    """Run the step's commands in turn within ``limit`` seconds (``env`` added to the environment,
+    ``PYTHONPATH`` extended); status ok / failed / timeout, and the real error of a failure."""
+    start, tails, status, error = time.perf_counter(), [], "ok", None
+    environment = {**os.environ, "PYTHONPATH": python_path(os.environ.get("PYTHONPATH")), **env}
     for command in commands:
         left = limit - (time.perf_counter() - start)
         try:
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(left, 1),
-                                  env={**os.environ, "PYTHONPATH": str(REPO), **env})
-        except subprocess.TimeoutExpired as error:
-            tails.append(_tail(error.stdout) + _tail(error.stderr))
-            status = "timeout"
+                                  env=environment)
+        except subprocess.TimeoutExpired as expired:
+            tails.append(_tail(expired.stdout) + _tail(expired.stderr))
+            status = f"timeout (limit {limit:g} s)"
             break
-        tails.append(_tail(done.stdout + done.stderr))
+        output = done.stdout + done.stderr
+        tails.append(_tail(output))
         if done.returncode != 0:
-            status = f"failed (exit {done.returncode})"
+            status, error = f"failed (exit {done.returncode})", real_error(output)
             break
     return {"status": status, "seconds": round(time.perf_counter() - start, 1),
-            "command": [shlex.join(c) for c in commands], "output_tail": tails}
+            "command": [shlex.join(c) for c in commands], "error": error, "output_tail": tails}
 
 
 def _tail(text: object, lines: int = 15) -> str:
@@ -149,19 +201,49 @@ def step_result(name: str, work: Path, output_tail: list[str]) -> object:
     return read_json(work / f"{name}.json")
 
 
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return round(a / b, 3) if a and b else None
+
+
+def _best(steps: dict, name: str, config: str) -> dict:
+    return (((steps.get(name) or {}).get("result") or {}).get("best") or {}).get(config) or {}
+
+
 def targets(steps: dict) -> dict:
-    """The issue's GPU targets against what this run measured (None: not measured)."""
+    """The GPU targets against what this run measured (None: not measured)."""
     graphs = (steps.get("inference_graphs") or {}).get("result") or {}
     rows = (steps.get("train_step") or {}).get("result") or []
-    rate = {(r["batch"], r["option"]): r["samples_per_s"] for r in rows}
-    best_fps = max((v for k, v in graphs.items() if k.endswith("_fps") and v), default=None)
-    ratios = {f"batch_{b}": rate[(b, "bf16+channels_last")] / rate[(b, "fp32")]
-              for b in sorted({b for b, _ in rate}) if (b, "fp32") in rate and (b, "bf16+channels_last") in rate}
-    return {"model_only_fps_at_352_bf16": best_fps,
-            "model_only_fps_target": 1000,
-            "model_only_met": None if best_fps is None else best_fps >= 1000,
-            "train_bf16_channels_last_over_fp32": ratios or None,
-            "train_bf16_target": "> 1.0"}
+    rates = [r["samples_per_s"] for r in rows[:2]] + [None, None]  # the baseline, then the option
+    default, plain = _best(steps, "inference", "default"), _best(steps, "inference", "plain")
+    small = {k: _best(steps, "inference_small", k) for k in ("default", "plain")}
+    train_rate = ((steps.get("torchrun") or {}).get("result") or {}).get("samples_per_s")
+    end_to_end = _ratio(default.get("end_to_end_fps"), graphs.get("folded_eager_fps"))
+    default_over_plain = {
+        "1376_frames": _ratio(default.get("end_to_end_fps"), plain.get("end_to_end_fps")),
+        "36_frames": _ratio(small["default"].get("end_to_end_fps"), small["plain"].get("end_to_end_fps"))}
+    train = _ratio(rates[1], rates[0])
+    loader = _ratio(train_rate, rates[1])
+    return {"official_fp32_batch1_fps": graphs.get("official_fp32_batch1_fps"),
+            "model_only_fps_at_352_bf16": graphs.get("folded_eager_fps"),
+            "model_only_cuda_graph_fps": graphs.get("folded_cuda_graph_fps"),
+            "end_to_end_fps_1376_frames": default.get("end_to_end_fps"),
+            "end_to_end_over_model_only": end_to_end,
+            "end_to_end_over_its_own_model_fps": _ratio(default.get("end_to_end_fps"),
+                                                        default.get("model_fps")),
+            "end_to_end_target": ">= 0.5",
+            "end_to_end_met": None if end_to_end is None else end_to_end >= 0.5,
+            "default_over_plain_end_to_end": default_over_plain,
+            "default_over_plain_target": ">= 1.0 on both sets",
+            "train_bf16_channels_last_over_fp32": train,
+            "train_bf16_target": ">= 1.5",
+            "train_py_over_step_rate": loader,
+            "train_py_target": ">= 0.85"}
+
+
+def missing_packages(steps: Sequence[str]) -> list[str]:
+    """Carried packages (:data:`CARRIED`) that the chosen ``steps`` need but Python cannot find."""
+    return [name for name, users in CARRIED.items()
+            if set(users) & set(steps) and importlib.util.find_spec(name) is None]
 
 
 def check_report(report: dict, steps: Sequence[str]) -> list[str]:
@@ -204,8 +286,14 @@ def make_toy(work: Path, dry: bool) -> None:
 def run_checks(args: argparse.Namespace) -> int:
     """Run the steps, writing the report after each; return 0, or 1 if the report is incomplete."""
     path = report_path(args.out)
+    from utils.cli import UserError
     from utils.safety import check_file_writable
     check_file_writable(path, "--out")
+    missing = missing_packages(args.steps)
+    if missing:
+        raise UserError(f"{', '.join(missing)} is not installed here (train.py imports it)",
+                        "carry its wheel as the header of bench/gpu_check.sh shows, or leave out "
+                        "--steps train_step torchrun")
     report: dict = {"meta": meta(args.dry_run), "steps": {}, "targets": {}}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
@@ -221,7 +309,8 @@ def run_checks(args: argparse.Namespace) -> int:
             report["targets"] = targets(report["steps"])
             report["meta"]["total_seconds"] = round(time.perf_counter() - start, 1)
             write_report(report, path)
-            print(f"[gpu_check] {name}: {outcome['status']} in {outcome['seconds']} s", flush=True)
+            print(f"[gpu_check] {name}: {outcome['status']} in {outcome['seconds']} s"
+                  + (f"\n{outcome['error']}" if outcome["error"] else ""), flush=True)
     problems = check_report(report, args.steps)
     print(json.dumps(report["targets"], indent=2))
     print(f"[gpu_check] report: {path}" + ("" if not problems else "\n  " + "\n  ".join(problems)))
@@ -241,7 +330,8 @@ def frames_per_s(fn: Callable[[], object], batch: int, sync: Callable[[], None],
 
 
 def graphs_probe(dry: bool) -> dict:
-    """Step 2's body: model-only frames/s of plain, folded-eager and CUDA-graph-replayed forwards."""
+    """Step 3's body: model-only frames/s of plain, folded-eager and CUDA-graph-replayed forwards
+    (bf16, batch 32), and the official arithmetic's baseline (plain, fp32, batch 1)."""
     import torch
     from lib.fast import build_fast_model
     from lib.fsnet import FSNet
@@ -269,6 +359,9 @@ def graphs_probe(dry: bool) -> dict:
               "plain_fps": frames_per_s(run(lambda i, f: model(i, f)[0]), batch, sync, repeats),
               "folded_eager_fps": frames_per_s(run(folded), batch, sync, repeats),
               "folded_cuda_graph_fps": None}
+    single = tuple(t[:1].contiguous() for t in (image, flow))
+    with torch.inference_mode():
+        result["official_fp32_batch1_fps"] = frames_per_s(lambda: model(*single)[0], 1, sync, repeats)
     if cuda:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

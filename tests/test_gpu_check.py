@@ -2,8 +2,11 @@
 the one JSON report has its documented shape."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,17 +34,25 @@ def test_dry_run_succeeds_with_every_step(dry_report: tuple[subprocess.Completed
 def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.CompletedProcess, dict]) -> None:
     _, report = dry_report
     steps = {name: step["result"] for name, step in report["steps"].items()}
-    for path in ("plain", "default"):
-        assert steps["inference"]["best"][path]["model_fps"] > 0
-        assert steps["inference"]["best"][path]["end_to_end_fps"] > 0
+    for step in ("inference", "inference_small"):
+        for path in ("plain", "default"):
+            assert steps[step]["best"][path]["model_fps"] > 0
+            assert steps[step]["best"][path]["end_to_end_fps"] > 0
+    assert steps["inference"]["frames"].startswith("toy frames (16 at 128x96")
     assert steps["inference_graphs"]["plain_fps"] > 0 and steps["inference_graphs"]["folded_eager_fps"] > 0
+    assert steps["inference_graphs"]["official_fp32_batch1_fps"] > 0
     assert steps["inference_graphs"]["folded_cuda_graph_fps"] is None  # no CUDA graphs on the CPU
     options = [row["option"] for row in steps["train_step"]]
     assert options == ["default (fp32, loader 0 workers)", "bf16 + channels_last"]
     assert all(row["samples_per_s"] > 0 and "profile" in row for row in steps["train_step"])
     assert steps["torchrun"]["global_step"] >= 1
     assert steps["torchrun"]["probe"] == "nccl_probe backend=gloo world_size=1 all_reduce=1"
-    assert set(report["targets"]) >= {"model_only_fps_at_352_bf16", "train_bf16_channels_last_over_fp32"}
+    targets = report["targets"]
+    for key in ("end_to_end_over_model_only", "train_bf16_channels_last_over_fp32", "train_py_over_step_rate",
+                "official_fp32_batch1_fps"):
+        assert targets[key] > 0, key
+    assert all(v > 0 for v in targets["default_over_plain_end_to_end"].values())
+    assert all(step["error"] is None for step in report["steps"].values())
 
 
 def test_check_report_names_what_is_missing() -> None:
@@ -61,3 +72,50 @@ def test_unwritable_report_path_is_refused_before_any_step(tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=120)
     assert_user_error(done.returncode, done.stderr, "--out", str(folder))
     assert "[gpu_check]" not in done.stdout
+
+
+TORCHRUN_FAILURE = """[rank0]: Traceback (most recent call last):
+[rank0]:   File "train.py", line 9, in <module>
+[rank0]:     from tensorboardX import SummaryWriter
+[rank0]: ModuleNotFoundError: No module named 'tensorboardX'
+E1206 12:00:00 torch/distributed/elastic/multiprocessing/api.py:882] failed (exitcode: 1)
+Traceback (most recent call last):
+  File "/usr/lib/python3/site-packages/torch/distributed/run.py", line 900, in main
+    run(args)
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+train.py FAILED
+------------------------------------------------------------
+Failures:
+  <NO_OTHER_FAILURES>
+"""
+
+
+def test_real_error_is_the_child_traceback_not_the_launcher_summary() -> None:
+    error = gpu_check.real_error(TORCHRUN_FAILURE)
+    assert error is not None and "No module named 'tensorboardX'" in error
+    assert "ChildFailedError" not in error
+    plain = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\nmore output\n"
+    assert gpu_check.real_error(plain).endswith("ValueError: bad")
+    assert gpu_check.real_error("step\nerror: --out x is a folder — choose a file\n").startswith("error:")
+    assert gpu_check.real_error("all fine") is None
+
+
+def test_steps_extend_pythonpath(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert gpu_check.python_path("/tmp/site").split(os.pathsep) == [str(REPO), "/tmp/site"]
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    step = gpu_check.run_step([[sys.executable, "-c", "import sys; print(sys.path[1:3])"]], 60, {})
+    assert step["status"] == "ok" and str(tmp_path) in step["output_tail"][0]
+    failed = gpu_check.run_step([[sys.executable, "-c", "raise KeyError('boom')"]], 60, {})
+    assert failed["status"] == "failed (exit 1)" and failed["error"].endswith("KeyError: 'boom'")
+
+
+def test_missing_tensorboardx_stops_before_any_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboardX" else find_spec(name, *a))
+    code = gpu_check.main(["--dry_run", "--steps", "torchrun", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "tensorboardX is not installed" in err and "gpu_check.sh" in err
+    assert not (tmp_path / "r.json").exists()

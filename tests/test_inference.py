@@ -25,6 +25,8 @@ from utils.checkpoint import save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
+from utils.inference.video import VideoOptions, video_samples
+from utils.inference.workers import StageClock
 from utils.job import Job, current_job
 
 TESTSIZE = 64
@@ -57,18 +59,22 @@ def checkpoint(toy, clip, tmp_path_factory) -> Path:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average: running stats = this batch's stats
-    work = tmp_path_factory.mktemp("calibration")
-    datasets = [TestDataset(toy / "TestSet" / "Toy", TESTSIZE)]
-    for name, video in (("clip", clip), ("frames", toy / "TestSet" / "Toy" / "test00" / "Frame")):
-        folder = inference.prepare_video(video, work / name, "dis", None, False, False)
-        datasets.append(TestDataset(folder, TESTSIZE, inference.VIDEO_FLOW_FOLDER, "Frame"))
-    items = [dataset[i] for dataset in datasets for i in range(len(dataset))]
+    dataset = TestDataset(toy / "TestSet" / "Toy", TESTSIZE)
+    items = [dataset[i] for i in range(len(dataset))]
+    for video in (clip, toy / "TestSet" / "Toy" / "test00" / "Frame"):
+        items += video_inputs(video)
     model.train()
     with torch.no_grad():
         model(torch.stack([i["image"] for i in items]), torch.stack([i["flow"] for i in items]))
     path = tmp_path_factory.mktemp("ckpt") / "fsnet_random.pth"
     save_checkpoint({"model": model.state_dict(), "epoch": 0}, path)
     return path
+
+
+def video_inputs(video: Path) -> list:
+    """The samples (with input tensors) that ``--video`` streams for ``video``."""
+    return list(video_samples(video, "clip", VideoOptions(testsize=TESTSIZE), lambda _: False,
+                              StageClock()))
 
 
 def run(checkpoint: Path, out: Path, *extra: str, dataset_path: Path | None = None) -> dict:
@@ -326,3 +332,65 @@ def test_output_not_writable_and_bad_arguments(toy, checkpoint, tmp_path, monkey
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
     with pytest.raises(UserError, match="pydensecrf2"):
         run(checkpoint, tmp_path / "out", "--crf", dataset_path=toy / "TestSet")
+
+
+def test_padded_batches_keep_the_official_maps_and_one_shape(toy, checkpoint, tmp_path, monkeypatch):
+    """Batch 3 over 4 frames: the last batch is padded, so the network sees one shape only, and
+    the maps are still those of one plain forward per frame."""
+    shapes = set()
+    load = inference.load_predictor
+
+    def recording(*args, **kwargs):
+        predictor, backbone = load(*args, **kwargs)
+
+        def forward(image, flow):
+            shapes.add((tuple(image.shape), tuple(flow.shape)))
+            return predictor(image, flow)
+        return forward, backbone
+
+    monkeypatch.setattr(inference, "load_predictor", recording)
+    summary = run(checkpoint, tmp_path, "--no_fast", "--batchsize", "3", dataset_path=toy / "TestSet")
+    assert summary["written"] == 4 and summary["batchsize"] == 3
+    assert shapes == {((3, 3, TESTSIZE, TESTSIZE), (3, 3, TESTSIZE, TESTSIZE))}
+    for (sequence, frame), prob in direct_probabilities(checkpoint, toy / "TestSet" / "Toy").items():
+        np.testing.assert_array_equal(read_png(tmp_path / "Toy" / sequence / f"{frame}.png"),
+                                      official_saliency(prob))
+    assert {"model", "write"} <= set(summary["stage_seconds"])
+
+
+def test_video_stream_equals_the_model_on_its_inputs(clip, checkpoint, tmp_path):
+    """The streamed masks are the network's maps of the decoded frames and their in-memory flow."""
+    summary = run(checkpoint, tmp_path, "--video", str(clip), "--no_fast", "--batchsize", "3")
+    samples = video_inputs(clip)
+    model = build_fsnet(checkpoint)
+    with torch.no_grad():
+        pred_s, _ = model(torch.stack([s["image"] for s in samples]), torch.stack([s["flow"] for s in samples]))
+    for sample, logits in zip(samples, pred_s):
+        up = torch.nn.functional.interpolate(logits[None], size=(96, 128), mode="bilinear", align_corners=True)
+        expected = official_saliency(torch.sigmoid(up)[0, 0].numpy())
+        np.testing.assert_array_equal(read_png(tmp_path / "Video" / "clip" / f"{sample['frame']}.png"), expected)
+    assert {"decode", "flow", "model", "write", "overlay"} <= set(summary["stage_seconds"])
+    assert not (tmp_path / "Video-input").exists()  # intermediates only on request
+
+
+def test_video_keep_intermediate_and_flow_size(clip, checkpoint, tmp_path):
+    summary = run(checkpoint, tmp_path, "--video", str(clip), "--keep_intermediate", "--flow_size", "64")
+    keep = tmp_path / "Video-input" / "clip"
+    names = ["00000", "00001", "00002", "00003"]
+    assert sorted(p.stem for p in (keep / "Frame").glob("*.jpg")) == names
+    assert sorted(p.stem for p in (keep / "Flow").glob("*.jpg")) == names
+    with Image.open(keep / "Flow" / "00000.jpg") as flow:
+        assert flow.size == (64, 48)  # computed on frames shrunk to a longer side of 64
+    assert summary["written"] == 4
+    assert read_png(tmp_path / "Video" / "clip" / "00000.png").shape == (96, 128)  # full size masks
+    with pytest.raises(ValueError, match="--flow_size"):
+        run(checkpoint, tmp_path / "other", "--video", str(clip), "--flow_size", "-1")
+
+
+def test_video_resume_keeps_every_frame_in_the_gif(clip, checkpoint, tmp_path):
+    run(checkpoint, tmp_path, "--video", str(clip), "--mode", "binary")
+    (tmp_path / "Video" / "clip" / "00002.png").unlink()
+    again = run(checkpoint, tmp_path, "--video", str(clip), "--mode", "binary", "--skip_existing")
+    assert again["written"] == 1 and again["datasets"][0]["skipped_existing"] == 3
+    with Image.open(again["overlay_gif"]) as gif:
+        assert gif.n_frames == 4

@@ -221,7 +221,7 @@ def test_inference_video_on_the_real_clip(checkpoint, tmp_path):
     stdout = _ok(run_module("inference.py", [
         "--model_path", str(checkpoint / "FSNet-1epoch.pth"), "--video", str(frames),
         "--test_save", str(out), "--testsize", "64", "--device", "cpu", "--workers", "0",
-        "--no_progress"], timeout=SLOW))
+        "--no_progress", "--keep_intermediate"], timeout=SLOW))
     stems = [f"{i:05d}" for i in range(CLIP_FRAMES)]
     assert [Path(name).stem for name in _names(out / "Video-input" / "dog" / "Flow")] == stems
     masks = sorted((out / "Video" / "dog").glob("*.png"))

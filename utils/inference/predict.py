@@ -1,51 +1,47 @@
-"""Batched FSNet prediction over a :class:`utils.data.TestDataset`, written as PNG maps.
-
-Frames are loaded and resized by DataLoader worker processes while the model runs; each batch's
-logits are upsampled to the frame size (sigmoid probability) on the model's device in the main
-thread, and the rest of the post-processing -- the optional CRF, the 8-bit map and the PNG
-encoding, one path for every mode (:func:`utils.inference.postprocess.finish_map`) -- runs in a
-thread pool, overlapping the next batch.
+"""FSNet predictors (backends), the batch size of a run, and prediction over a
+:class:`utils.data.TestDataset` through the one streaming pipeline
+(:mod:`utils.inference.pipeline`): frames are loaded and resized by DataLoader worker processes
+while the model runs, and maps are finished and written by writer threads.
 
 Backends (``--backend``; docs/inference.md#backends): ``plain`` the unmodified ``FSNet.forward``
 (official arithmetic), ``eager`` / ``jit`` the BN-folded appearance-only network of
 :mod:`lib.fast` run op by op / traced with TorchScript, ``onnx`` the same network exported
 (:mod:`lib.export`) and run by ONNX Runtime. ``auto`` picks :data:`CPU_AUTO_ORDER`'s first
 available backend on the CPU and ``eager`` on CUDA.
-Timings: ``model_seconds`` covers only the forward passes (bracketed by
-``torch.cuda.synchronize()`` on CUDA), ``wall_seconds`` the whole loop from the first batch
-request to the last file on disk.
+Timings: ``model_seconds`` covers only the forward passes (CUDA events on the GPU),
+``wall_seconds`` the whole loop from the first batch request to the last file on disk.
 """
 from __future__ import annotations
 
 import importlib.util
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from lib.checkpoint import build_fsnet
-from utils.cli import BadInputError, MissingInputError, UserError, progress
+from utils.cli import BadInputError, MissingInputError, UserError
 from utils.data.dataset import TestDataset
-from utils.data.images import is_complete_image, read_rgb
-from utils.device import AMP_DTYPES, torch_threads
-from utils.inference.postprocess import finish_map, logits_to_probability
-from utils.io import save_image
+from utils.data.images import is_complete_image
+from utils.inference.pipeline import (PredictionStats, PredictOptions, Predictor, collate,
+                                      output_path, run_pipeline)
 from utils.weights import user_errors
 
-#: ``(image, flow) -> pred_s`` logits ``(N, 1, H, W)``.
-Predictor = Callable[[Tensor, Tensor], Tensor]
+__all__ = ["BACKENDS", "PredictionStats", "PredictOptions", "Predictor",
+           "load_predictor", "output_path", "predict_dataset", "resolve_backend",
+           "resolve_batchsize", "resolve_workers"]
 BACKENDS = ("auto", "plain", "eager", "jit", "onnx")
 #: ``--backend auto`` on the CPU: the first of these that is installed (measured fastest first,
 #: docs/benchmarks.md#inference).
 CPU_AUTO_ORDER = ("onnx", "jit")
-#: ``--batchsize auto``: small batches on the CPU (large ones only add memory traffic), 32 on CUDA.
+#: ``--batchsize auto``: the largest batch by device type (CPU: large batches only add memory
+#: traffic); on CUDA a set of N frames gets at most N / 4 (:func:`auto_batchsize`).
 AUTO_BATCH = {"cpu": 1, "cuda": 32}
+#: Full batches a set needs at least, for ``--batchsize auto`` to pick a batch size.
+MIN_BATCHES = 4
 
 
 class PlainPredictor(nn.Module):
@@ -88,10 +84,23 @@ def resolve_backend(backend: str, device: torch.device, amp: str = "off") -> str
     return backend
 
 
-def resolve_batchsize(batchsize: str | int, device: torch.device) -> int:
-    """``--batchsize``: a positive integer, or ``auto`` (:data:`AUTO_BATCH` by device type)."""
+def auto_batchsize(device: torch.device, frames: Optional[int] = None) -> int:
+    """``--batchsize auto``: :data:`AUTO_BATCH` of the device type, on a set of ``frames`` frames
+    lowered to the largest power of two that fills :data:`MIN_BATCHES` batches (at least 1), so a
+    small set neither pads most of its last batch nor waits for one batch before any map."""
+    cap = AUTO_BATCH.get(device.type, AUTO_BATCH["cuda"])
+    if frames is None:
+        return cap
+    size = 1
+    while size * 2 <= cap and frames >= MIN_BATCHES * size * 2:
+        size *= 2
+    return size
+
+
+def resolve_batchsize(batchsize: str | int, device: torch.device, frames: Optional[int] = None) -> int:
+    """``--batchsize``: a positive integer, or ``auto`` (:func:`auto_batchsize`)."""
     if batchsize == "auto":
-        return AUTO_BATCH.get(device.type, AUTO_BATCH["cuda"])
+        return auto_batchsize(device, frames)
     try:
         value = int(batchsize)
     except (TypeError, ValueError):
@@ -99,6 +108,23 @@ def resolve_batchsize(batchsize: str | int, device: torch.device) -> int:
     if value < 1:
         raise BadInputError(f"--batchsize {batchsize!r} is not a positive integer",
                             "use auto or a number such as 1 (CPU) or 32 (GPU)")
+    return value
+
+
+def resolve_workers(workers: int | str, device: torch.device, batches: Optional[int] = None) -> int:
+    """``--workers``: a whole number >= 0, or ``auto``: 1 on the CPU, on CUDA ``min(8, cores)``
+    and no more than the run has batches."""
+    if workers == "auto":
+        if device.type == "cpu":
+            return 1
+        return max(1, min(8, os.cpu_count() or 1, batches or 8))
+    try:
+        value = int(workers)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0:
+        raise BadInputError(f"--workers {workers!r} is not a whole number >= 0",
+                            "use auto, 0 (load in the main process) or a small number such as 1")
     return value
 
 
@@ -153,77 +179,6 @@ def check_no_empty_sequence(dataset: TestDataset, dataset_dir: Path) -> None:
             f"Add the frames or remove these folders.")
 
 
-@dataclass
-class PredictionStats:
-    """What one :func:`predict_dataset` call did."""
-
-    written: List[str] = field(default_factory=list)
-    skipped_existing: int = 0
-    unpredicted: List[Tuple[str, str, str]] = field(default_factory=list)
-    frames: int = 0
-    model_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-    @property
-    def model_fps(self) -> Optional[float]:
-        """Frames per second of the forward passes alone (None when nothing ran)."""
-        return self.frames / self.model_seconds if self.model_seconds > 0 else None
-
-    @property
-    def end_to_end_fps(self) -> Optional[float]:
-        """Frames per second from loading to the written PNG (None when nothing ran)."""
-        return self.frames / self.wall_seconds if self.wall_seconds > 0 else None
-
-
-def output_path(out_dir: Path, sequence: str, frame: str) -> Path:
-    """Where the map of ``frame`` goes: ``<out_dir>/<sequence>/<frame>.png``."""
-    return out_dir / sequence / f"{frame}.png"
-
-
-def _write_map(prob: Tensor, mode: str, threshold: float, crf: bool, frame_path: str,
-               path: Path) -> str:
-    """Post-process one frame's probability (optionally with DenseCRF on its RGB frame) and save it."""
-    frame = np.asarray(read_rgb(frame_path)) if crf else None
-    save_image(finish_map(prob, mode, threshold, frame), path)
-    return str(path)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _pad_batch(tensor: Tensor, size: int) -> Tensor:
-    """Repeat the last sample so that a short last batch keeps the traced batch shape."""
-    missing = size - tensor.shape[0]
-    return torch.cat([tensor, tensor[-1:].expand(missing, *tensor.shape[1:])]) if missing else tensor
-
-
-def _check_finite(logits: Tensor, batch: dict) -> None:
-    bad = [f"{batch['sequence'][k]}/{batch['frame'][k]}" for k in range(logits.shape[0])
-           if not torch.isfinite(logits[k]).all()]
-    if bad:
-        raise UserError(f"the network produced NaN/inf for {len(bad)} frame(s), first {bad[0]} "
-                        f"(maps written so far are kept)",
-                        "check the checkpoint (an earlier epoch?), try --amp off or --backend plain")
-
-
-@dataclass
-class PredictOptions:
-    """How :func:`predict_dataset` runs: output mode, batching, precision and resuming."""
-
-    mode: str = "saliency"
-    threshold: float = 0.5
-    batchsize: int = 1
-    workers: int = 0
-    amp: str = "off"
-    crf: bool = False
-    skip_existing: bool = False
-    fixed_batch: bool = False  # pad the last batch (traced backends: one trace per shape)
-    torch_threads: Optional[int] = None  # torch threads during the loop (onnx: 1, see predict.py)
-    show_progress: bool = True
-
-
 def predict_dataset(predictor: Predictor, dataset: TestDataset, out_dir: Path, device: torch.device,
                     options: PredictOptions, desc: str = "inference") -> PredictionStats:
     """Predict every frame of ``dataset`` into ``out_dir/<seq>/<frame>.png``; return the stats.
@@ -233,47 +188,17 @@ def predict_dataset(predictor: Predictor, dataset: TestDataset, out_dir: Path, d
     the dataset cannot predict (e.g. the last frame without flow) are listed in ``unpredicted``.
     Non-finite logits stop the run with a :class:`UserError`.
     """
-    stats = PredictionStats(unpredicted=list(dataset.unpredicted))
     indices = list(range(len(dataset)))
     if options.skip_existing:
         indices = [i for i in indices
                    if not is_complete_image(output_path(out_dir, *dataset.samples[i][:2]))]
-        stats.skipped_existing = len(dataset) - len(indices)
-    if not indices:
-        return stats
-    size = options.batchsize
-    loader = DataLoader(Subset(dataset, indices), batch_size=size, shuffle=False,
-                        num_workers=options.workers, pin_memory=device.type == "cuda")
-    dtype = AMP_DTYPES[options.amp]
-    pending: List[Future] = []
-    start = time.perf_counter()
-    with torch_threads(options.torch_threads), ThreadPoolExecutor(max_workers=2) as pool, \
-            progress(total=len(indices), desc=desc, unit="frame", enabled=options.show_progress) as bar:
-        for batch in loader:
-            count = batch["image"].shape[0]
-            image, flow = (batch[key].to(device, non_blocking=True) for key in ("image", "flow"))
-            if options.fixed_batch:
-                image, flow = _pad_batch(image, size), _pad_batch(flow, size)
-            _synchronize(device)
-            tic = time.perf_counter()
-            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                        enabled=dtype is not None):
-                logits = predictor(image, flow)[:count]
-            _synchronize(device)
-            stats.model_seconds += time.perf_counter() - tic
-            _check_finite(logits, batch)
-            with torch.inference_mode():
-                for k in range(count):
-                    size_k = (int(batch["height"][k]), int(batch["width"][k]))
-                    prob = logits_to_probability(logits[k], size_k).cpu()
-                    path = output_path(out_dir, batch["sequence"][k], batch["frame"][k])
-                    pending.append(pool.submit(_write_map, prob, options.mode, options.threshold,
-                                               options.crf, batch["frame_path"][k], path))
-            stats.frames += count
-            # Bound the queue of maps waiting to be written to about two batches.
-            while len(pending) > 2 * size:
-                stats.written.append(pending.pop(0).result())
-            bar.update(count)
-        stats.written.extend(future.result() for future in pending)
-    stats.wall_seconds = time.perf_counter() - start
+    if indices:
+        loader = DataLoader(Subset(dataset, indices), batch_size=options.batchsize, shuffle=False,
+                            num_workers=options.workers, pin_memory=device.type == "cuda",
+                            collate_fn=collate)
+        stats = run_pipeline(predictor, loader, out_dir, device, options, len(indices), desc)
+    else:
+        stats = PredictionStats()
+    stats.unpredicted = list(dataset.unpredicted)
+    stats.skipped_existing = len(dataset) - len(indices)
     return stats
