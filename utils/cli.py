@@ -21,6 +21,7 @@ Older spellings stay accepted (:meth:`ArgumentParser.accept_old_spellings`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import os
@@ -28,7 +29,7 @@ import re
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping, NoReturn, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -118,6 +119,17 @@ def install_interrupt_hook() -> None:
         else:
             sys.__excepthook__(kind, value, trace)
     sys.excepthook = hook
+
+
+@contextlib.contextmanager
+def children_ignore_interrupts() -> Iterator[None]:
+    """Start worker processes inside this block: they inherit an ignored Ctrl-C from their first
+    instruction (also spawned ones, which would otherwise get it while still importing torch)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def ignore_interrupts() -> None:

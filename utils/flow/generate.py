@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.cli import (BadInputError, MissingInputError, OutputExistsError, ignore_interrupts,
-                       progress as progress_bar)
+from utils.cli import (BadInputError, MissingInputError, OutputExistsError, children_ignore_interrupts,
+                       ignore_interrupts, progress as progress_bar)
 from utils.io import PathLike, atomic_write_bytes, atomic_write_with, save_json
 from utils.flow.color import flow_to_color
 from utils.device import resolve_device
@@ -581,7 +581,9 @@ def _run_plans(plans: List[List[FlowJob]], method: str, raft: Optional[RaftOptio
     else:
         # spawn, not fork: OpenCV's and OpenMP's thread pools are not fork-safe (children hang)
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, initializer=_init_worker) as pool:
+        with children_ignore_interrupts():
+            pool = context.Pool(workers, initializer=_init_worker)
+        with pool:
             for done in pool.imap_unordered(_run_chunk, [(c, method, raft) for c in _chunks(plans, workers)]):
                 bar.update(done)
     bar.close()
