@@ -17,6 +17,7 @@ request to the last file on disk.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -113,36 +114,70 @@ def require_checkpoint(model_path: str) -> Path:
     return path
 
 
-def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
-                   backend: str = "plain", testsize: int = 352) -> Tuple[Predictor, str]:
-    """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
+@dataclass
+class LoadedPredictor:
+    """A predictor ready to run, the checkpoint's backbone and the export cache's state (``hit``,
+    ``miss`` or ``off`` for the ``onnx`` backend, ``None`` for the others)."""
 
-    ``backbone`` other than ``auto`` must match the checkpoint's. ``backend`` is a concrete one
-    (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``. A checkpoint
-    with NaN/inf weights is refused. Returns ``(predictor, backbone_name)``.
-    """
-    path = require_checkpoint(model_path)
+    predictor: Predictor
+    backbone: str
+    cache: Optional[str] = None
+
+
+def _load_model(path: Path, backbone: str) -> nn.Module:
+    """FSNet from the checkpoint at ``path``; ``backbone`` other than ``auto`` must match."""
     try:
         model = build_model_from_checkpoint(str(path), map_location="cpu").eval()
     except ValueError as error:
         message = str(error) if str(path) in str(error) else f"{path}: {error}"
         raise BadInputError(f"{message} Pass --model_path to an FSNet checkpoint.") from error
-    if backbone not in ("auto", model.backbone_name):
+    _check_backbone(path, model.backbone_name, backbone)
+    return model
+
+
+def _check_backbone(path: Path, found: str, asked: str) -> None:
+    if asked not in ("auto", found):
         raise BadInputError(
-            f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "
+            f"Checkpoint {path} holds a {found} FSNet but --backbone {asked} was "
             f"asked for: drop --backbone (it is detected from the checkpoint) or pass the right file.")
-    name = model.backbone_name
-    return _wrap(model, backend, testsize, device), name  # _wrap consumes model (in-place fold)
 
 
-def _wrap(model: nn.Module, backend: str, testsize: int, device: torch.device) -> Predictor:
-    if backend == "plain":
-        return PlainPredictor(model).to(device)
+def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
+                   backend: str = "plain", testsize: int = 352, cache: bool = True) -> LoadedPredictor:
+    """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
+
+    ``backbone`` other than ``auto`` must match the checkpoint's. ``backend`` is a concrete one
+    (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``, or with ``cache``
+    loads the export of an earlier run from :mod:`utils.export_cache` without reading the
+    checkpoint. A checkpoint with NaN/inf weights is refused.
+    """
+    path = require_checkpoint(model_path)
     if backend == "onnx":
-        from lib.export import onnx_predictor
-        return onnx_predictor(model, testsize)
+        return _onnx(path, backbone, testsize, cache)
+    model = _load_model(path, backbone)
+    name = model.backbone_name
+    if backend == "plain":
+        return LoadedPredictor(PlainPredictor(model).to(device), name)
     from lib.fast import build_fast_model
-    return build_fast_model(model, backend=backend, inplace=True).to(device)
+    return LoadedPredictor(build_fast_model(model, backend=backend, inplace=True).to(device), name)
+
+
+def _onnx(path: Path, backbone: str, testsize: int, cache: bool) -> LoadedPredictor:
+    """The ``onnx`` backend: through the export cache, or a fresh export (``cache`` off)."""
+    from lib.export import OnnxLoadError, OnnxPredictor, onnx_predictor
+    if not cache:
+        model = _load_model(path, backbone)
+        return LoadedPredictor(onnx_predictor(model, testsize), model.backbone_name, "off")
+    from utils.export_cache import cached_export
+    load = functools.partial(_load_model, path, backbone)  # called on a cache miss only
+    entry = cached_export(path, testsize, load)
+    _check_backbone(path, entry.backbone, backbone)
+    try:
+        predictor = OnnxPredictor(entry.path)
+    except OnnxLoadError as error:  # a damaged entry
+        entry = cached_export(path, testsize, load, rebuild=str(error))
+        predictor = OnnxPredictor(entry.path)
+    return LoadedPredictor(predictor, entry.backbone, entry.state)
 
 
 def check_no_empty_sequence(dataset: TestDataset, dataset_dir: Path) -> None:
