@@ -416,7 +416,7 @@ def predict(config: InferenceConfig) -> InferenceResult:
     _check_owner(test_save, source, config.overwrite)
     with output_lock(test_save, "inference.py"):
         loaded = load_predictor(config.model_path, device, config.backbone, backend,
-                                config.testsize, cache=not config.no_cache)
+                                config.testsize, cache=not config.no_cache, amp=config.amp)
         predictor, backbone = loaded.predictor, loaded.backbone
         record_source(test_save, source)  # the checkpoint is usable: these maps are now its
         if config.video:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ def resolve_backend(backend: str, device: torch.device, amp: str = "off") -> str
     """The concrete backend for ``--backend`` (``auto`` resolved); refuses impossible choices."""
     if backend not in BACKENDS:
         raise BadInputError(f"--backend {backend!r} is unknown", f"use one of {', '.join(BACKENDS)}")
+    if device.type == "cpu" and amp == "bf16":
+        from lib.fast import cpu_has_native_bf16
+        if not cpu_has_native_bf16():
+            print("warning: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16): --amp bf16 "
+                  "is emulated and slower than the float32 default; drop --amp", file=sys.stderr)
     if backend == "auto":
         if device.type != "cpu" or amp != "off":
             return "eager"  # autocast runs op by op; ONNX Runtime here is CPU float32 only
@@ -143,13 +149,16 @@ def _check_backbone(path: Path, found: str, asked: str) -> None:
 
 
 def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
-                   backend: str = "plain", testsize: int = 352, cache: bool = True) -> LoadedPredictor:
+                   backend: str = "plain", testsize: int = 352, cache: bool = True,
+                   amp: str = "off") -> LoadedPredictor:
     """Build FSNet from a checkpoint (backbone detected from its keys) and wrap it for inference.
 
     ``backbone`` other than ``auto`` must match the checkpoint's. ``backend`` is a concrete one
     (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``, or with ``cache``
     loads the export of an earlier run from :mod:`utils.export_cache` without reading the
-    checkpoint. A checkpoint with NaN/inf weights is refused.
+    checkpoint. ``amp`` ``bf16`` on the CPU with ``eager``/``jit`` stores the folded weights in
+    bf16 (:func:`lib.fast.build_fast_model`'s ``dtype``; faster than autocast). A checkpoint with
+    NaN/inf weights is refused.
     """
     path = require_checkpoint(model_path)
     if backend == "onnx":
@@ -159,7 +168,9 @@ def load_predictor(model_path: str, device: torch.device, backbone: str = "auto"
     if backend == "plain":
         return LoadedPredictor(PlainPredictor(model).to(device), name)
     from lib.fast import build_fast_model
-    return LoadedPredictor(build_fast_model(model, backend=backend, inplace=True).to(device), name)
+    dtype = AMP_DTYPES[amp] if device.type == "cpu" and amp == "bf16" else torch.float32
+    fast = build_fast_model(model, backend=backend, inplace=True, dtype=dtype)
+    return LoadedPredictor(fast.to(device), name)
 
 
 def _onnx(path: Path, backbone: str, testsize: int, cache: bool) -> LoadedPredictor:
