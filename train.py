@@ -363,8 +363,11 @@ def build_loader(dataset: TrainDataset, config: TrainConfig, env: DistEnv
                             f"fewer than one batch of {config.batchsize}",
                             "lower --batchsize or add data")
     worker_seeds = torch.Generator()
+    # Workers live across epochs (no start-up per epoch, which dominated short epochs), except
+    # with --hflip, whose flips come from the workers' seeds, reseeded per epoch.
     loader = DataLoader(dataset, batch_size=rank_batch, sampler=sampler, drop_last=True,
                         num_workers=config.workers, pin_memory=env.device.type == "cuda",
+                        persistent_workers=config.workers > 0 and not config.hflip,
                         generator=worker_seeds)
     return loader, sampler, worker_seeds
 
