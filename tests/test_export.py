@@ -195,7 +195,8 @@ def test_require_onnxruntime_names_the_install_command(checkpoint, tmp_path, mon
     assert inference.resolve_backend("auto", torch.device("cpu")) == "jit"
 
 
-def _tiny_testset(root: Path) -> Path:
+def tiny_testset(root: Path) -> Path:
+    """A test set of one 3-frame sequence (48x80 PNGs, 2 flow images) under ``root``."""
     seq = root / "TestSet" / "Toy" / "seq"
     rng = np.random.default_rng(0)
     for folder, count in (("Frame", 3), ("OF_FlowNet2", 2)):
@@ -210,7 +211,7 @@ def _tiny_testset(root: Path) -> Path:
 def test_inference_onnx_backend_end_to_end(checkpoint, tmp_path):
     """``--backend onnx`` writes the maps of the plain forward (binary masks identical away from
     the threshold) and records the backend; ``auto`` picks it on the CPU."""
-    testset = _tiny_testset(tmp_path)
+    testset = tiny_testset(tmp_path)
     common = ["--model_path", str(checkpoint), "--dataset_path", str(testset), "--testsize", "64",
               "--device", "cpu", "--workers", "0", "--no_progress", "--mode", "binary"]
     results = {}

@@ -14,6 +14,7 @@ from PIL import Image
 import inference
 from lib.fsnet import FSNet
 from lib.verify import randomize_weights
+from tests.test_export import tiny_testset
 from utils import export_cache
 from utils import export as export_cli
 from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
@@ -110,20 +111,9 @@ def test_size_bound_evicts_the_least_recently_used(checkpoint, tmp_path, monkeyp
     assert export_cache.entries() == [kept.path.parent] and not first.path.exists()
 
 
-def _testset(root: Path) -> Path:
-    seq = root / "TestSet" / "Toy" / "seq"
-    rng = np.random.default_rng(0)
-    for folder, count in (("Frame", 3), ("OF_FlowNet2", 2)):
-        (seq / folder).mkdir(parents=True)
-        for index in range(count):
-            Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(
-                seq / folder / f"{index:05d}.png")
-    return root / "TestSet"
-
-
 def test_inference_reports_the_cache_and_export_cli_reuses_it(checkpoint, tmp_path, monkeypatch,
                                                              capsys):
-    testset = _testset(tmp_path)
+    testset = tiny_testset(tmp_path)
     common = ["--model_path", str(checkpoint), "--dataset_path", str(testset), "--testsize",
               str(SIZE), "--device", "cpu", "--workers", "0", "--no_progress", "--backend", "onnx"]
 

@@ -39,6 +39,7 @@ import torch
 
 from lib.export import MODEL_FILE, OPSET, WEIGHTS_FILE, save_external
 from lib.fsnet import FSNet
+from lib.hub import sha256_of
 from lib.state_dict import CHANNEL_KEY, backbone_of, read_weights_file, strip_prefixes
 from utils.io import PathLike, save_json
 from utils.safety import real_path
@@ -65,14 +66,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _architecture(path: Path) -> dict[str, Any]:
@@ -105,7 +98,7 @@ def checkpoint_fingerprint(path: PathLike) -> dict[str, Any]:
         known = memo.get(str(path))
         if isinstance(known, dict) and known.get("identity") == identity:
             return known["fingerprint"]
-    fingerprint = {"sha256": _sha256(path), "architecture": _architecture(path)}
+    fingerprint = {"sha256": sha256_of(path), "architecture": _architecture(path)}
     with _locked(cache_root() / ".hashes.lock"):
         memo = {key: value for key, value in (_read_json(memo_path) or {}).items()
                 if Path(key).exists()}  # forget deleted checkpoints
