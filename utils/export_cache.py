@@ -39,7 +39,7 @@ import torch
 
 from lib.export import MODEL_FILE, OPSET, WEIGHTS_FILE, save_external
 from lib.fsnet import FSNet
-from lib.hub import sha256_of
+from lib.hub import WeightsError, sha256_of
 from lib.state_dict import CHANNEL_KEY, backbone_of, read_weights_file, strip_prefixes
 from utils.io import PathLike, save_json
 from utils.safety import real_path
@@ -69,8 +69,13 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _architecture(path: Path) -> dict[str, Any]:
-    """Backbone, width and a digest of the key/shape list, from the file's metadata (mmap)."""
-    state = read_weights_file(path, mmap=True)
+    """Backbone, width and a digest of the key/shape list, from the file's metadata (mmap); empty
+    when the file cannot be mapped (an old serialization, or not a checkpoint: then the export's
+    own load reports it)."""
+    try:
+        state = read_weights_file(path, mmap=True)
+    except WeightsError:
+        return {}
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
