@@ -186,7 +186,12 @@ class OnnxLoadError(RuntimeError):
 class OnnxPredictor:
     """``(image, flow) -> pred_s`` logits with ONNX Runtime on the CPU (float32 tensors in/out)."""
 
-    def __init__(self, onnx_model: Union[bytes, PathLike], threads: Optional[int] = None) -> None:
+    def __init__(self, onnx_model: Union[bytes, PathLike], threads: Optional[int] = None,
+                 optimized: bool = False, save_optimized: Optional[PathLike] = None) -> None:
+        """``optimized``: the model is one ONNX Runtime optimized already (``save_optimized`` of
+        an earlier session), loaded without optimizing it again. ``save_optimized``: write the
+        optimized model there (weights beside it as ``<name>.weights``); it suits this machine
+        only (its CPU's blocked layouts)."""
         ort = require_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -194,6 +199,15 @@ class OnnxPredictor:
         # No busy-waiting between calls: the loader and writer threads share the cores, and on a
         # shared 2-core machine spinning threads measured 1.5x slower (docs/benchmarks.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if optimized:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if save_optimized is not None:
+            options.optimized_model_filepath = str(save_optimized)
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                f"{Path(save_optimized).stem}.weights")
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -184,10 +184,10 @@ def _onnx(path: Path, backbone: str, testsize: int, cache: bool) -> LoadedPredic
     entry = cached_export(path, testsize, load)
     _check_backbone(path, entry.backbone, backbone)
     try:
-        predictor = OnnxPredictor(entry.path)
+        predictor = OnnxPredictor(entry.optimized_path, optimized=True)
     except OnnxLoadError as error:  # a damaged entry
         entry = cached_export(path, testsize, load, rebuild=str(error))
-        predictor = OnnxPredictor(entry.path)
+        predictor = OnnxPredictor(entry.optimized_path, optimized=True)
     return LoadedPredictor(predictor, entry.backbone, entry.state)
 
 
