@@ -153,3 +153,13 @@ def test_a_failed_check_drops_the_cached_entry(checkpoint, tmp_path, monkeypatch
                             "--testsize", str(SIZE)])
     assert code == 2 and "deviates from PyTorch" in capsys.readouterr().err
     assert not entry.path.exists() and not (tmp_path / "x.onnx").exists()
+
+
+def test_an_unusable_cache_folder_falls_back_to_a_fresh_export(checkpoint, tmp_path, monkeypatch,
+                                                               capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv(export_cache.DIR_ENV, str(blocker / "cache"))
+    loaded = predict.load_predictor(str(checkpoint), torch.device("cpu"), backend="onnx",
+                                    testsize=SIZE)
+    assert loaded.cache == "off" and "cannot be used" in capsys.readouterr().err

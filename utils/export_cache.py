@@ -230,9 +230,8 @@ def evict(max_bytes: int, keep: str = "") -> list[str]:
         if folder.name == keep:
             continue
         total -= _size(folder)
-        with _locked(folder.parent / f".{folder.name}.lock"):
+        with _locked(folder.parent / f".{folder.name}.lock"):  # kept: a waiter may hold it open
             _remove(folder)
-        (folder.parent / f".{folder.name}.lock").unlink(missing_ok=True)
         removed.append(folder.name)
     return removed
 

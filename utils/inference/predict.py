@@ -179,9 +179,14 @@ def _onnx(path: Path, backbone: str, testsize: int, cache: bool) -> LoadedPredic
     if not cache:
         model = _load_model(path, backbone)
         return LoadedPredictor(onnx_predictor(model, testsize), model.backbone_name, "off")
-    from utils.export_cache import cached_export
+    from utils.export_cache import cache_root, cached_export
     load = functools.partial(_load_model, path, backbone)  # called on a cache miss only
-    entry = cached_export(path, testsize, load)
+    try:
+        entry = cached_export(path, testsize, load)
+    except OSError as error:  # e.g. a read-only or full hub folder: run without the cache
+        print(f"warning: the export cache {cache_root()} cannot be used ({error}); exporting "
+              f"without it", file=sys.stderr)
+        return _onnx(path, backbone, testsize, cache=False)
     _check_backbone(path, entry.backbone, backbone)
     try:
         predictor = OnnxPredictor(entry.optimized_path, optimized=True)
