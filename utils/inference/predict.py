@@ -184,6 +184,8 @@ def _onnx(path: Path, backbone: str, testsize: int, cache: bool) -> LoadedPredic
     try:
         entry = cached_export(path, testsize, load)
     except OSError as error:  # e.g. a read-only or full hub folder: run without the cache
+        if isinstance(error, UserError):  # the checkpoint's own problem, reported as it is
+            raise
         print(f"warning: the export cache {cache_root()} cannot be used ({error}); exporting "
               f"without it", file=sys.stderr)
         return _onnx(path, backbone, testsize, cache=False)
