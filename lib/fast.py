@@ -16,8 +16,8 @@ Execution backends (``build_fast_model(model, backend=...)``):
 * ``"auto"`` (default): ``"jit"`` for float32 CPU inputs, ``"eager"`` elsewhere (CUDA).
 
 ``dtype=torch.bfloat16`` stores the folded weights in bf16 once and runs eager in bf16 (inputs
-cast on entry, logits upsampled in float32): on a CPU with native bf16 the fastest bf16 route
-measured, faster than autocast, which casts every weight on every call (docs/benchmarks.md).
+cast on entry, logits upsampled in float32), where autocast would cast every weight on every
+call; when that pays against the float32 default: docs/benchmarks.md.
 :func:`cpu_has_native_bf16` tells whether the CPU has it.
 """
 from __future__ import annotations
