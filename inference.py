@@ -76,6 +76,7 @@ class InferenceConfig:
     backend: str = "auto"
     amp: str = "off"
     workers: Union[int, str] = "auto"
+    no_cache: bool = False
     mode: str = "saliency"
     threshold: float = 0.5
     crf: bool = False
@@ -112,6 +113,7 @@ class InferenceResult:
     end_to_end_fps: Optional[float]
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     overlay_gif: Optional[str] = None
+    cache: Optional[str] = None  # the onnx backend's export cache: hit, miss or off
 
     @property
     def fast(self) -> bool:
@@ -158,6 +160,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", default=defaults.workers,
                         help="DataLoader worker processes (0 = load on a thread of the main "
                              "process); auto = 1 on the CPU, min(8, cores, batches) on CUDA")
+    parser.add_argument("--no_cache", action="store_true",
+                        help="--backend onnx: export the checkpoint again instead of reusing the "
+                             "export cached in the torch hub folder (fsnet/onnx/)")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode,
                         help="saliency: official min-max normalised 8-bit map; binary: 0/255 mask")
     parser.add_argument("--threshold", type=float, default=defaults.threshold,
@@ -254,6 +259,8 @@ def _print_summary(summary: Dict[str, object]) -> None:
             print(f"  {dataset}/{sequence}/{frame}: {reason}")
     print(f"Total: {summary['written']} maps in {summary['output_dir']} "
           f"(model {summary['model_fps']} frames/s, end-to-end {summary['end_to_end_fps']} frames/s)")
+    if summary.get("cache"):
+        print(f"ONNX export cache: {summary['cache']}")
     if "overlay_gif" in summary:
         print(f"Overlay GIF: {summary['overlay_gif']}")
 
@@ -445,12 +452,14 @@ def predict(config: InferenceConfig) -> InferenceResult:
     folders = _map_folders(config, jobs)
     _check_owner(test_save, source, config.overwrite, folders, config.skip_existing)
     with output_lock(test_save, "inference.py"):
-        predictor, backbone = load_predictor(config.model_path, device, config.backbone, backend,
-                                             config.testsize)
+        loaded = load_predictor(config.model_path, device, config.backbone, backend,
+                                config.testsize, cache=not config.no_cache, amp=config.amp)
+        predictor, backbone = loaded.predictor, loaded.backbone
         record_source(test_save, source)  # the checkpoint is usable: these maps are now its
         for folder in folders:
             remove_stale_temporaries(folder)
-        print(f"inference: backend {backend}, batch {batchsize}, amp {config.amp}, device {device}, "
+        cache = "" if loaded.cache is None else f" (export cache {loaded.cache})"
+        print(f"inference: backend {backend}{cache}, batch {batchsize}, amp {config.amp}, device {device}, "
               f"{backbone}, {frames} frames, mode {config.mode}")
         options = PredictOptions(mode=config.mode, threshold=config.threshold, batchsize=batchsize,
                                  workers=workers, amp=config.amp, crf=config.crf,
@@ -482,7 +491,8 @@ def predict(config: InferenceConfig) -> InferenceResult:
         backend=backend, batchsize=batchsize, amp=config.amp, datasets=reports,
         absent_datasets=absent, written=len(total.written), unpredicted=unpredicted,
         model_fps=_round(total.model_fps), end_to_end_fps=_round(total.end_to_end_fps),
-        stage_seconds=total.stage_seconds, overlay_gif=None if gif is None else str(gif))
+        stage_seconds=total.stage_seconds, overlay_gif=None if gif is None else str(gif),
+        cache=loaded.cache)
     _print_summary(result.summary())
     return result
 

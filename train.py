@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ from utils.io import save_json
 from utils.safety import check_outputs_apart, output_lock
 from utils.training import distributed
 from utils.training.distributed import DistEnv, ResumableDistributedSampler
+from utils.training.cuda_graphs import GraphedForward
 from utils.training.finetune_init import (
     FLOW_BN_STATS_CHOICES, PRETRAIN_STAGES, check_stage_finished, for_both_stages, init_finetune,
     require_stage_file,
@@ -114,8 +115,10 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "off"
     channels_last: bool = False
+    cuda_graphs: bool = False
     sync_bn: bool = False
     freeze_bn: bool = False
+    log_every: int = 10
 
 
 @dataclass
@@ -156,6 +159,7 @@ class Run:
     steps_per_epoch: int
     writer: SummaryWriter | None
     run_info: dict[str, Any]
+    forward: GraphedForward | None = None  # --cuda_graphs: the captured forward + backward
     global_step: int = 0
     saved_step: int | None = None  # global step of the last.pth this run may be resumed from
     start: tuple[int, int] = (0, 0)  # (epoch, batch in epoch) to start from (resume position)
@@ -195,35 +199,60 @@ def bce_loss(pred_s: Tensor, pred_e: Tensor, gt: Tensor) -> tuple[Tensor, Tensor
             F.binary_cross_entropy_with_logits(pred_e.float(), gt))
 
 
+def skip_if_non_finite(optimizer: torch.optim.Optimizer, losses: Tensor) -> None:
+    """Make the next fused optimiser step a no-op on the device when ``losses`` holds a NaN/inf
+    (its ``found_inf`` input, as GradScaler uses it): no host sync, and a non-finite loss never
+    reaches the weights. A non-fused optimiser cannot skip; the loop's check still stops the run."""
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = (~torch.isfinite(losses).all()).float()
+
+
 def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                batch: list[Tensor], sizes: list[int], config: Any, env: DistEnv) -> Tensor:
-    """One optimiser step per multi-scale size; return the rank-averaged ``(loss_s, loss_e)``
-    per size, shape ``(len(sizes), 2)``. Raises ``FloatingPointError`` before a non-finite loss
-    reaches the weights. ``config`` needs ``amp`` and ``channels_last``."""
-    image, flow, gt = (t.to(env.device, non_blocking=True) for t in batch)
+                batch: list[Tensor], sizes: list[int], config: Any, env: DistEnv,
+                forward: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:
+    """One optimiser step per multi-scale size; return this rank's ``(loss_s, loss_e)`` per size,
+    shape ``(len(sizes), 2)``, on the device. Nothing in it waits for the device (no ``.item()``,
+    no check on the host): a step with a non-finite loss is skipped on the device
+    (:func:`skip_if_non_finite`) and the loop reports it (:func:`first_non_finite_loss`). ``config`` needs
+    ``amp`` and ``channels_last``; ``forward`` replaces the autocast forward of ``model`` (the
+    CUDA graphs of ``--cuda_graphs``)."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    image, flow = (t.to(env.device, non_blocking=True).contiguous(memory_format=memory_format)
+                   for t in batch[:2])
+    gt = batch[2].to(env.device, non_blocking=True)
     losses = []
     for size in sizes:
-        if size != image.shape[-1]:
+        if size != image.shape[-1]:  # the resize keeps the memory format
             image_r, flow_r, gt_r = (F.interpolate(t, size=(size, size), mode="bilinear",
                                                    align_corners=True) for t in (image, flow, gt))
         else:
             image_r, flow_r, gt_r = image, flow, gt
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(env.device.type, dtype=AMP_DTYPES[config.amp] or torch.float32,
-                            enabled=config.amp != "off"):
-            pred_s, pred_e = model(image_r.contiguous(memory_format=memory_format),
-                                   flow_r.contiguous(memory_format=memory_format))
+        if forward is not None:
+            pred_s, pred_e = forward(image_r, flow_r)
+        else:
+            with torch.autocast(env.device.type, dtype=AMP_DTYPES[config.amp] or torch.float32,
+                                enabled=config.amp != "off"):
+                pred_s, pred_e = model(image_r, flow_r)
         loss_s, loss_e = bce_loss(pred_s, pred_e, gt_r)
-        pair = distributed.mean_over_ranks(torch.stack([loss_s, loss_e]), env)
-        if not torch.isfinite(pair).all():
-            raise FloatingPointError(f"non-finite loss (loss_s={pair[0].item():.4g}, "
-                                     f"loss_e={pair[1].item():.4g}) at size {size}")
+        pair = torch.stack([loss_s, loss_e]).detach()
+        skip_if_non_finite(optimizer, pair)
         scaler.scale(loss_s + loss_e).backward()
         scaler.step(optimizer)
         scaler.update()
         losses.append(pair)
-    return torch.stack(losses).cpu()
+    return torch.stack(losses)
+
+
+def first_non_finite_loss(losses: Tensor, sizes: Sequence[int]) -> tuple[int, str] | None:
+    """The row (batch) of the first NaN/inf in ``losses`` (``(batches, sizes, 2)``, on the host)
+    and a description of it, or ``None`` when all are finite."""
+    bad = (~torch.isfinite(losses)).any(-1).nonzero()
+    if not len(bad):
+        return None
+    row, size = bad[0].tolist()
+    loss_s, loss_e = losses[row, size].tolist()
+    return row, f"non-finite loss (loss_s={loss_s:.4g}, loss_e={loss_e:.4g}) at size {sizes[size]}"
 
 
 # ----------------------------------------------------------------------------- architecture
@@ -310,6 +339,11 @@ def check_config(config: TrainConfig, env: DistEnv) -> list[int]:
         (c.stop_after >= 0, f"--stop_after {c.stop_after} must be >= 0"),
         (c.amp != "fp16" or cuda, "--amp fp16 needs CUDA (use --amp bf16 on the CPU)"),
         (not c.sync_bn or cuda, "--sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)"),
+        (not c.cuda_graphs or cuda, "--cuda_graphs needs CUDA (drop it on the CPU: it changes "
+         "only the speed)"),
+        (not c.cuda_graphs or env.world_size == 1, "--cuda_graphs runs in one process (drop it "
+         "under torchrun)"),
+        (c.log_every >= 1, f"--log_every {c.log_every} must be >= 1"),
         (not (c.resume and c.overwrite), "--resume and --overwrite contradict each other"),
     ]
     problems = [message for ok, message in checks if not ok]
@@ -420,8 +454,11 @@ def build_loader(dataset: TrainDataset, config: TrainConfig, env: DistEnv
                             f"fewer than one batch of {config.batchsize}",
                             "lower --batchsize or add data")
     worker_seeds = torch.Generator()
+    # Workers live across epochs (no start-up per epoch, which dominated short epochs), except
+    # with --hflip, whose flips come from the workers' seeds, reseeded per epoch.
     loader = DataLoader(dataset, batch_size=rank_batch, sampler=sampler, drop_last=True,
                         num_workers=config.workers, pin_memory=env.device.type == "cuda",
+                        persistent_workers=config.workers > 0 and not config.hflip,
                         generator=worker_seeds)
     return loader, sampler, worker_seeds
 
@@ -452,9 +489,24 @@ def build_model(config: TrainConfig, resume: dict | None,
 
 def build_optimizer(model: nn.Module, config: Any) -> torch.optim.SGD:
     """The recipe's SGD (``lr``, ``momentum``, ``weight_decay``) over the trainable parameters;
-    the frozen, never-run modules are left out, as the official SGD effectively does."""
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                           momentum=config.momentum, weight_decay=config.weight_decay)
+    the frozen, never-run modules are left out, as the official SGD effectively does. Fused (one
+    kernel for all parameters; the same results as the per-parameter loop on the CPU) where torch
+    has the fused kernel for the device, else the multi-tensor (foreach) loop."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    options = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
+    try:
+        return torch.optim.SGD(params, fused=True, **options)
+    except RuntimeError:  # no fused SGD kernel for this device in this torch
+        return torch.optim.SGD(params, foreach=True, **options)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimiser state, keeping this optimiser's kernel choice (fused/foreach): a
+    state saved before the fused kernel was used stores ``fused: None``."""
+    kernels = [{key: group[key] for key in ("fused", "foreach")} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kernel in zip(optimizer.param_groups, kernels):
+        group.update(kernel)
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -481,15 +533,22 @@ def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path
     model = build_model(config, resume, finetune_from, imagenet, env)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler(env.device.type, enabled=config.amp == "fp16")
+    # Gradients are views into DDP's all-reduce buckets: no copy in or out of them per step.
     net = model if not env.is_distributed else DistributedDataParallel(
-        model, device_ids=[env.device] if env.device.type == "cuda" else None)
+        model, device_ids=[env.device] if env.device.type == "cuda" else None,
+        gradient_as_bucket_view=True)
     run_info = {**collect_run_info(asdict(config), env.world_size, str(env.device)),
                 CONFIG_KEY: asdict(model.config), "resumed_from": str(resume_path) if resume_path else None,
                 "changed_on_resume": changed}
     run = Run(config, env, sizes, out_dir, model, net, optimizer, scaler, loader, sampler,
               worker_seeds, len(loader), None, run_info)
+    if config.cuda_graphs:  # after the resumed weights are in place; captured in train mode
+        set_train_mode(model, config.freeze_bn)
+        run.forward = GraphedForward(
+            model, sizes, loader.batch_size, AMP_DTYPES[config.amp],
+            torch.channels_last if config.channels_last else torch.contiguous_format, env.device)
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(optimizer, resume["optimizer"])
         if config.amp == "fp16" and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         run.global_step = run.saved_step = resume["global_step"]
@@ -503,42 +562,75 @@ def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path
 
 # ----------------------------------------------------------------------------- the loop
 
+@dataclass
+class LossWindow:
+    """The batches since the last host sync: their numbers in the epoch and their losses, still
+    on the device; ``sums``/``count`` hold the epoch's synced totals."""
+
+    batches: list[int] = field(default_factory=list)
+    losses: list[Tensor] = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+    sums: Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
+    count: int = 0
+
+
 def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None, bool]:
     """Train 0-based ``epoch`` from batch ``start_batch`` (saving last.pth every --save_every
     batches); return the epoch's mean losses (None if no batch ran) and whether --stop_after
-    ended it."""
+    ended it. The device is waited for once per ``--log_every`` batches and before every save
+    (:func:`sync_losses`), never inside a step."""
     config, env = run.config, run.env
     lr = start_epoch(run, epoch, start_batch)
-    sums, count, stopped = torch.zeros(2, dtype=torch.float64), 0, False
+    window, stopped = LossWindow(), False
     bar = progress(run.loader, enabled=env.is_main, total=run.steps_per_epoch - start_batch,
                    desc=f"{config.train_type} {epoch + 1}/{config.epoch}")
-    tick = time.perf_counter()
     for done, batch in enumerate(bar, start=start_batch + 1):
-        try:
-            losses = train_batch(run.net, run.optimizer, run.scaler, batch, run.sizes, config,
-                                 env).mean(0)
-        except FloatingPointError as error:
-            raise diverged(run, f"{error} in epoch {epoch + 1}, batch {done}") from None
-        seconds = time.perf_counter() - tick  # data wait + every rate's step
+        window.losses.append(train_batch(run.net, run.optimizer, run.scaler, batch, run.sizes,
+                                         config, env, run.forward))
+        window.batches.append(done)
         run.global_step, run.samples = run.global_step + 1, run.samples + config.batchsize
-        run.train_time += seconds
-        sums, count = sums + losses, count + 1
-        log_batch(run, bar, losses, sums.sum().item() / count, lr, seconds)
         stopped = bool(config.stop_after) and run.global_step >= config.stop_after
-        if done < run.steps_per_epoch and (stopped or (
-                config.save_every and run.global_step % config.save_every == 0)):
-            save_state(run, epoch, done)
-        if done == run.steps_per_epoch:
-            save_state(run, epoch + 1, 0)
-            export_epoch(run, epoch + 1)
+        save_mid = done < run.steps_per_epoch and (stopped or (
+            config.save_every and run.global_step % config.save_every == 0))
+        if save_mid or done == run.steps_per_epoch:
+            sync_losses(run, window, epoch, lr, bar)
+            if save_mid:
+                save_state(run, epoch, done)
+            else:
+                save_state(run, epoch + 1, 0)
+                export_epoch(run, epoch + 1)
+            window.start = time.perf_counter()  # checkpoint time is not throughput
+        elif len(window.batches) >= config.log_every:
+            sync_losses(run, window, epoch, lr, bar)
         if stopped:
             break
-        tick = time.perf_counter()  # checkpoint time is not throughput
+    sync_losses(run, window, epoch, lr, bar)
     bar.close()
-    if not count:
+    if not window.count:
         return None, stopped
-    return {"epoch": epoch + 1, "batches": count, "loss_s": sums[0].item() / count,
-            "loss_e": sums[1].item() / count}, stopped
+    return {"epoch": epoch + 1, "batches": window.count,
+            "loss_s": window.sums[0].item() / window.count,
+            "loss_e": window.sums[1].item() / window.count}, stopped
+
+
+def sync_losses(run: Run, window: LossWindow, epoch: int, lr: float, bar: Any) -> None:
+    """Wait for the window's steps (one copy to the host, averaged over ranks), stop a diverged
+    run naming the first non-finite loss, log every batch and count the window's time."""
+    if not window.batches:
+        return
+    losses = distributed.mean_over_ranks(torch.stack(window.losses), run.env).cpu()
+    seconds = time.perf_counter() - window.start  # data wait + every rate's step
+    bad = first_non_finite_loss(losses, run.sizes)
+    if bad is not None:
+        row, what = bad
+        raise diverged(run, f"{what} in epoch {epoch + 1}, batch {window.batches[row]}")
+    per_batch = losses.mean(1)  # (batches, 2): mean over the sizes
+    run.train_time += seconds
+    window.sums += per_batch.double().sum(0)
+    window.count += len(window.batches)
+    log_batches(run, bar, per_batch, window.sums.sum().item() / window.count, lr,
+                len(window.batches) * run.config.batchsize / seconds)
+    window.batches, window.losses, window.start = [], [], time.perf_counter()
 
 
 def start_epoch(run: Run, epoch: int, start_batch: int) -> float:
@@ -553,16 +645,18 @@ def start_epoch(run: Run, epoch: int, start_batch: int) -> float:
     return lr
 
 
-def log_batch(run: Run, bar: Any, losses: Tensor, mean_loss: float, lr: float,
-              seconds: float) -> None:
-    """TensorBoard scalars and the progress bar's numbers for one batch (rank 0)."""
+def log_batches(run: Run, bar: Any, losses: Tensor, mean_loss: float, lr: float,
+                rate: float) -> None:
+    """TensorBoard scalars of the last ``len(losses)`` batches (one row each, ``(loss_s,
+    loss_e)``) and the progress bar's numbers (rank 0); ``rate`` = samples/s over them."""
     if run.writer is None:
         return
-    rate = run.config.batchsize / seconds
-    for tag, value in (("loss/total", losses.sum()), ("loss/pred_s", losses[0]),
-                       ("loss/pred_e", losses[1]), ("lr", lr),
-                       ("throughput/samples_per_s", rate)):
-        run.writer.add_scalar(tag, float(value), run.global_step)
+    first = run.global_step - len(losses) + 1
+    for step, (loss_s, loss_e) in enumerate(losses.tolist(), start=first):
+        for tag, value in (("loss/total", loss_s + loss_e), ("loss/pred_s", loss_s),
+                           ("loss/pred_e", loss_e), ("lr", lr)):
+            run.writer.add_scalar(tag, value, step)
+    run.writer.add_scalar("throughput/samples_per_s", rate, run.global_step)
     bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", samples_s=f"{rate:.1f}")
 
 
@@ -750,10 +844,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="continue from a last.pth; 'auto' = this stage's last.pth if it exists. "
                           "--lr and --amp may change (logged in run.json)")
     out.add_argument("--overwrite", action="store_true", help="start afresh over an existing run")
+    out.add_argument("--log_every", type=int, default=d.log_every, metavar="N",
+                     help="wait for the device and log every N batches (every batch is logged; "
+                          "a non-finite loss is skipped on the device and stops the run here)")
     hardware = p.add_argument_group("hardware")
     add_device_argument(hardware, d.device)
     add_amp_argument(hardware, d.amp)
     hardware.add_argument("--channels_last", action="store_true", help="NHWC model and inputs")
+    hardware.add_argument("--cuda_graphs", action="store_true",
+                          help="capture forward + backward as one CUDA graph per training size "
+                               "(one GPU; fewer kernel launches, same arithmetic)")
     hardware.add_argument("--sync_bn", action="store_true",
                           help="SyncBatchNorm across GPUs (CUDA only)")
     hardware.add_argument("--freeze_bn", action="store_true",

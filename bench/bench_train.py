@@ -1,17 +1,22 @@
-"""Training-step throughput of FSNet: samples/s of each option as a ratio to the default, one run.
+"""Training-step throughput of FSNet: samples/s of each option as a ratio to the first, one run.
 
     python -m bench.bench_train                           # CPU: 64 (batch 8, the demo) and 352 (batch 2)
     python -m bench.bench_train --sizes 64 --steps 8      # only the demo size, more samples
-    python -m bench.bench_train --device cuda             # GPU: fp32 / channels_last / bf16 / fp16 at 352, batch 16
+    python -m bench.bench_train --device cuda             # GPU: the old fp32 step against fp32 /
+                                                          # channels_last / bf16 / graphs at 352, batch 16
     python -m bench.bench_train --device cuda --profile   # + how busy the GPU is inside a step
 
-A step is the recipe's: forward of both streams, both BCE-with-logits losses, backward, SGD
-(lr 1e-2, momentum 0.9, weight decay 5e-4), on ``finetune`` samples of a small generated toy set
-(image + flow + GT). It is built here from the library pieces (``lib.fsnet.FSNet``,
-``utils.data.dataset.TrainDataset``, ``torch.optim.SGD``), so an option can be measured before
-train.py offers it. Each option changes ONE thing against the default, which is what train.py does
-today on the CPU: float32, contiguous tensors, torch's default thread count, and a ``DataLoader``
-with ``num_workers=0`` decoding and resizing JPEG/PNG files inside every step.
+A step is train.py's (``train.train_batch`` and ``train.build_optimizer``): forward of both
+streams under the option's autocast, both BCE-with-logits losses, backward, fused SGD (lr 1e-2,
+momentum 0.9, weight decay 5e-4), no host sync inside, on ``finetune`` samples of a small
+generated toy set (image + flow + GT). ``old step`` options run it as train.py did before: the
+host waits for the device after every size (its per-size non-finite check) and SGD updates one
+parameter at a time. ``graphs`` options capture forward + backward as CUDA graphs
+(``train.py --cuda_graphs``). The CPU default is float32, contiguous tensors, torch's thread
+count and a ``DataLoader`` with ``num_workers=0`` decoding and resizing JPEG/PNG files inside
+every step; on the GPU the data comes from memory. ``--loader_workers N`` adds a row for the
+loader alone (N persistent workers, decoding the same files without a step) as a ratio to the
+first option's step rate: below 1, the loader cannot keep up with that step.
 
 Options run round-robin (turns of ``--block`` consecutive steps each, until ``--steps`` steps per
 option are timed; the first step of a turn is not timed, so a worker's prefetch is never credited
@@ -19,7 +24,8 @@ twice), so a busy machine slows every option alike: read the ratios, not the abs
 ``--multiscale`` makes a step a whole recipe batch (one optimiser step per rate 0.75/1/1.25). ``--profile`` adds, per option, the
 number of kernels (GPU) or operators (CPU) per step, the share of the step the GPU is busy
 (kernel time / wall time: well below 1 means the step is bound by launches or host work, not by
-arithmetic) and the three most expensive kernels.
+arithmetic) and the three most expensive kernels. The CPU's fp32 GEMM rate of the same run is
+printed with the table.
 """
 from __future__ import annotations
 
@@ -31,23 +37,27 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+import train
+from bench.gemm import gemm_gflops
 from lib.backbones import BACKBONES
 from lib.fsnet import FSNet
 from utils.cli import BadInputError, make_parser, run_guarded
 from utils.data.dataset import TrainDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
 from utils.device import resolve_device, torch_threads
+from utils.training.cuda_graphs import GraphedForward
+from utils.training.distributed import DistEnv
 
 #: The toy set the steps read: 6 sequences x 8 frames -> 42 finetune samples (last frames lack flow).
 BENCH_TOY = ToyConfig(train_sequences=6, train_frames=8, test_sequences=1, test_frames=3, static_images=2)
-AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+RECIPE = SimpleNamespace(lr=1e-2, momentum=0.9, weight_decay=5e-4)
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,12 @@ class StepOption:
     threads: Optional[int] = None  # torch.set_num_threads during the step (None: leave as is)
     data: str = "loader"          # loader (decode every step, 0 workers), worker (1 persistent
                                   # worker, prefetch 1) or tensors (decoded once, in memory)
+    old_step: bool = False        # wait for the device after every size; per-parameter SGD
+    graphs: bool = False          # forward + backward as CUDA graphs (train.py --cuda_graphs)
 
 
 CPU_OPTIONS = (StepOption("default (fp32, loader 0 workers)"),
+               StepOption("old step (fp32)", old_step=True),
                StepOption("channels_last", channels_last=True),
                StepOption("bf16 autocast", amp="bf16"),
                StepOption("bf16 + channels_last", amp="bf16", channels_last=True),
@@ -70,11 +83,13 @@ CPU_OPTIONS = (StepOption("default (fp32, loader 0 workers)"),
                StepOption("data: 1 persistent worker", data="worker"),
                StepOption("data: pre-decoded tensors", data="tensors"))
 #: On the GPU the data comes from memory: only the arithmetic format is compared.
-GPU_OPTIONS = (StepOption("fp32", data="tensors"),
+GPU_OPTIONS = (StepOption("fp32 old step", data="tensors", old_step=True),
+               StepOption("fp32", data="tensors"),
                StepOption("fp32+channels_last", channels_last=True, data="tensors"),
                StepOption("bf16", amp="bf16", data="tensors"),
                StepOption("bf16+channels_last", amp="bf16", channels_last=True, data="tensors"),
-               StepOption("fp16", amp="fp16", data="tensors"),
+               StepOption("bf16+channels_last+graphs", amp="bf16", channels_last=True,
+                          data="tensors", graphs=True),
                StepOption("fp16+channels_last", amp="fp16", channels_last=True, data="tensors"))
 MULTISCALE_RATES = (0.75, 1.0, 1.25)  # the official recipe's rates: one optimiser step each
 #: Options skipped at large sizes on the CPU, where decoding is a negligible share of a step.
@@ -99,35 +114,32 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="consecutive steps per option and round-robin turn; the first is not timed")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per option before timing")
     parser.add_argument("--profile", action="store_true", help="also profile two steps per option")
+    parser.add_argument("--loader_workers", type=int, default=None, metavar="N",
+                        help="also measure the loader alone with N persistent workers")
     parser.add_argument("--json", default=None, help="also write the rows here")
     return parser
 
 
-def sgd_for(model: FSNet) -> torch.optim.SGD:
-    """The recipe's SGD over the trainable parameters (train.py's choice of parameters)."""
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2,
-                           momentum=0.9, weight_decay=5e-4)
+def optimizer_for(model: FSNet, option: StepOption) -> torch.optim.Optimizer:
+    """train.py's fused SGD, or (``old_step``) the per-parameter SGD it used before."""
+    if option.old_step:
+        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=RECIPE.lr,
+                               momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay)
+    return train.build_optimizer(model, RECIPE)
 
 
 def train_step(model: FSNet, optimizer: torch.optim.Optimizer, batch: tuple[Tensor, Tensor, Tensor],
-               option: StepOption, device: torch.device, sizes: tuple[int, ...]) -> float:
-    """One optimiser step on ``batch`` (image, flow, gt) per size in ``sizes`` (bilinear resize, as
-    the recipe's multi-scale training does); return the last loss (synchronises)."""
-    memory_format = torch.channels_last if option.channels_last else torch.contiguous_format
-    loss = torch.zeros(())
-    for size in sizes:
-        image, flow, gt = (F.interpolate(t.to(device, non_blocking=True), size=(size, size), mode="bilinear",
-                                         align_corners=True) if t.shape[-1] != size else t.to(device)
-                           for t in batch)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=AMP[option.amp] or torch.float32, enabled=option.amp != "off"):
-            pred_s, pred_e = model(image.contiguous(memory_format=memory_format),
-                                   flow.contiguous(memory_format=memory_format))
-        loss = (F.binary_cross_entropy_with_logits(pred_s.float(), gt)
-                + F.binary_cross_entropy_with_logits(pred_e.float(), gt))
-        loss.backward()
-        optimizer.step()
-    return loss.item()
+               option: StepOption, device: torch.device, sizes: tuple[int, ...],
+               forward: Optional[GraphedForward] = None) -> None:
+    """train.py's step on ``batch`` (one optimiser step per size); ``old_step`` waits for the
+    device after every size, as the step's per-size non-finite check did."""
+    config = SimpleNamespace(amp=option.amp, channels_last=option.channels_last)
+    env = DistEnv(0, 1, 0, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=option.amp == "fp16")
+    for group in ([[size] for size in sizes] if option.old_step else [list(sizes)]):
+        losses = train.train_batch(model, optimizer, scaler, list(batch), group, config, env, forward)
+        if option.old_step:
+            losses.cpu()
 
 
 def batches(dataset: TrainDataset, option: StepOption, batch: int) -> Iterator[tuple[Tensor, ...]]:
@@ -148,15 +160,23 @@ class OptionRunner:
     def __init__(self, option: StepOption, model: FSNet, dataset: TrainDataset, batch: int,
                  device: torch.device, sizes: tuple[int, ...]) -> None:
         self.option, self.model, self.device, self.sizes = option, model, device, sizes
-        self.optimizer = sgd_for(model)
+        self.optimizer = optimizer_for(model, option)
         self.stream = batches(dataset, option, batch)
         self.batch, self.times = batch, []
+        self.forward = GraphedForward(
+            model, sizes, batch, train.AMP_DTYPES[option.amp],
+            torch.channels_last if option.channels_last else torch.contiguous_format,
+            device) if option.graphs else None
 
     def step(self) -> float:
-        """One training step including the wait for its batch; return its seconds."""
+        """One training step including the wait for its batch and for the device; return its
+        seconds."""
         with torch_threads(self.option.threads):
             start = time.perf_counter()
-            train_step(self.model, self.optimizer, next(self.stream), self.option, self.device, self.sizes)
+            train_step(self.model, self.optimizer, next(self.stream), self.option, self.device,
+                       self.sizes, self.forward)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
             return time.perf_counter() - start
 
     def block(self, steps: int) -> None:
@@ -231,7 +251,30 @@ def measure_size(size: int, batch: int, options: list[StepOption], data_root: Pa
             row["profile"] = runner.profile()
         rows.append(row)
     rows[-1]["peak_memory_gib"] = peak_memory_gib(device)
+    if opts.loader_workers is None:
+        return rows
+    workers = opts.loader_workers
+    rate = loader_rate(dataset, batch, workers, device, steps=max(opts.steps, 4))
+    rows.append({"size": size, "sizes": list(sizes), "batch": batch,
+                 "option": f"loader alone ({workers} workers)", "samples_per_s": rate,
+                 "ratio": rate / baseline, "timed_steps": max(opts.steps, 4)})
     return rows
+
+
+def loader_rate(dataset: TrainDataset, batch: int, workers: int, device: torch.device,
+                steps: int) -> float:
+    """Samples/s of train.py's kind of loader alone (``workers`` persistent workers, pinned
+    memory on CUDA), decoding and resizing without a training step; the first batch (worker
+    start-up) is not timed."""
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (steps + 1),
+                            generator=torch.Generator().manual_seed(0))
+    loader = iter(DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                             pin_memory=device.type == "cuda", persistent_workers=workers > 0))
+    next(loader)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(loader)
+    return batch * steps / (time.perf_counter() - start)
 
 
 def print_rows(rows: list[dict]) -> None:
@@ -272,7 +315,8 @@ def run(opts: argparse.Namespace) -> list[dict]:
         raise BadInputError(f"--batch {batch_sizes} does not match --sizes {sizes}",
                             "give one batch per size")
     options = selected_options(device, opts.options)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    name = (torch.cuda.get_device_name(device) if cuda else
+            f"CPU, {torch.get_num_threads()} threads, fp32 GEMM {gemm_gflops():.0f} GFLOP/s")
     print(f"FSNet-{opts.backbone} training step ({name}, torch {torch.__version__}); "
           f"median of {opts.steps}+ timed steps per option" + (", multi-scale" if opts.multiscale else ""))
     rows = []

@@ -11,12 +11,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_child(module: str, argv: list[str]) -> tuple[dict, float, int]:
-    """``python -m module --_child *argv`` in the repository: the JSON object on its last stdout
-    line, its wall seconds and its peak RSS in MB (``os.wait4``); a failed child raises."""
+def run_child(module: str, argv: list[str], env: dict[str, str] | None = None) -> tuple[dict, float, int]:
+    """``python -m module --_child *argv`` in the repository (``env`` added to the environment):
+    the JSON object on its last stdout line, its wall seconds and its peak RSS in MB
+    (``os.wait4``); a failed child raises."""
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", module, "--_child", *argv], cwd=REPO,
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     if status != 0:

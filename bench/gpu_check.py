@@ -19,14 +19,15 @@ step runs):
 3. ``inference_graphs``: model-only frames/s at 352, batch 32, bf16 of the plain forward, the
    BN-folded eager network and that network replayed as one CUDA graph, plus the official
    arithmetic's baseline: the plain forward in fp32 at batch 1.
-4. ``train_step``: ``bench.bench_train`` at 352, batch 16, fp32 against bf16 + channels_last,
-   with ``--profile`` (kernels per step, GPU busy share, top kernels).
+4. ``train_step``: ``bench.bench_train`` at 352, batch 16: the fp32 step as it was (a host wait
+   after every size, per-parameter SGD) against train.py's step in bf16 + channels_last and in
+   fp32, with ``--profile`` (kernels per step, GPU busy share, top kernels).
 5. ``torchrun``: ``torchrun --standalone --nproc_per_node=1 train.py`` on the toy set (bf16,
    channels_last, 30 batches), plus an NCCL all-reduce under the same launcher: with one process
    train.py starts no process group, so the probe is what shows NCCL itself works.
 
 ``targets`` compares the run with the goals: end to end >= 50% of model-only at the same batch and
-precision, default >= plain on both set sizes, bf16 + channels_last >= 1.5x the fp32 training
+precision, default >= plain on both set sizes, bf16 + channels_last >= 1.5x the old fp32 training
 step, ``train.py`` >= 85% of its own step rate. The report: ``{"meta": {...}, "steps": {name:
 {"status", "seconds", "command", "result", "error", "output_tail"}}, "targets": {...}}``; it is
 rewritten after every step, so a killed run keeps what finished.
@@ -59,8 +60,11 @@ DRY_RUN_LIMIT = 400
 DRY_RUN_ENV = {"OMP_NUM_THREADS": "1"}
 #: Packages the GPU image lacks that a step imports (train.py logs through tensorboardX).
 CARRIED = {"tensorboardX": ("train_step", "torchrun")}
-#: Training-step options compared (names of bench.bench_train's GPU options): the baseline first.
-TRAIN_OPTIONS = ("fp32", "bf16+channels_last")
+#: Training-step options compared (names of bench.bench_train's GPU options): the baseline (the
+#: fp32 step as it was before the step lost its host waits) first, the target option second.
+TRAIN_OPTIONS = ("fp32 old step", "bf16+channels_last", "fp32")
+#: The same roles in the dry run (bench.bench_train's CPU options).
+DRY_TRAIN_OPTIONS = ("old step (fp32)", "bf16 + channels_last")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -104,7 +108,7 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
     train_step = ["-m", "bench.bench_train", "--device", device, "--profile", "--json", str(work / "train_step.json")]
     train_step += (["--sizes", "64", "--batch", "2", "--steps", "1", "--block", "2", "--warmup", "0",
                     "--backbone", "resnet50",
-                    "--options", "default (fp32, loader 0 workers)", "bf16 + channels_last"] if dry else
+                    "--options", *DRY_TRAIN_OPTIONS] if dry else
                    ["--sizes", "352", "--batch", "16", "--steps", "4", "--block", "2", "--options", *TRAIN_OPTIONS])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     train = ["train.py", "--train_type", "pretrain_rgb", "--data_root", str(work / "toy"), "--no_imagenet",
@@ -213,7 +217,10 @@ def targets(steps: dict) -> dict:
     """The GPU targets against what this run measured (None: not measured)."""
     graphs = (steps.get("inference_graphs") or {}).get("result") or {}
     rows = (steps.get("train_step") or {}).get("result") or []
-    rates = [r["samples_per_s"] for r in rows[:2]] + [None, None]  # the baseline, then the option
+    by_option = {r.get("option"): r.get("samples_per_s") for r in rows}
+    # the baseline, then the target option (whichever names this run used: GPU or dry run)
+    rates = [next((by_option[n] for n in names if n in by_option), None)
+             for names in zip(TRAIN_OPTIONS[:2], DRY_TRAIN_OPTIONS)]
     default, plain = _best(steps, "inference", "default"), _best(steps, "inference", "plain")
     small = {k: _best(steps, "inference_small", k) for k in ("default", "plain")}
     train_rate = ((steps.get("torchrun") or {}).get("result") or {}).get("samples_per_s")

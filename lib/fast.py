@@ -15,11 +15,18 @@ Execution backends (``build_fast_model(model, backend=...)``):
   shape); the first call at a new shape pays the trace (seconds). Used for float32 without
   autocast; anything else falls back to eager.
 * ``"auto"`` (default): ``"jit"`` for float32 CPU inputs, ``"eager"`` elsewhere (CUDA).
+
+``dtype=torch.bfloat16`` stores the folded weights in bf16 once and runs eager in bf16 (inputs
+cast on entry, logits upsampled in float32), where autocast would cast every weight on every
+call; when that pays against the float32 default: docs/benchmarks.md.
+:func:`cpu_has_native_bf16` tells whether the CPU has it.
 """
 from __future__ import annotations
 
 import copy
+import re
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -30,6 +37,21 @@ from lib.fsnet import FSNet, check_inputs
 from lib.head import resize
 
 FAST_BACKENDS = ("auto", "eager", "jit")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively: AVX512-BF16 or AMX (x86, as torch detects them),
+    or the BF16 extension (Arm, from ``/proc/cpuinfo``). Without it bf16 is emulated and slower
+    than float32."""
+    probes = (getattr(torch.cpu, name, None) for name in
+              ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    if any(probe is not None and probe() for probe in probes):
+        return True
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"^Features\s*:.*\bbf16\b", cpuinfo, re.MULTILINE) is not None
 
 
 def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -106,12 +128,13 @@ class _Traced:
 class FastFSNet(nn.Module):
     """Eval-only FSNet wrapper: ``forward(image, flow) -> pred_s`` logits ``(N, 1, H, W)``."""
 
-    def __init__(self, net: FSNet, backend: str = "auto") -> None:
+    def __init__(self, net: FSNet, backend: str = "auto", dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if backend not in FAST_BACKENDS:
             raise ValueError(f"Unknown fast-path backend {backend!r}; choose one of {FAST_BACKENDS}")
         self.net = net
-        self.backend = backend
+        self.backend = backend if dtype == torch.float32 else "eager"
+        self.dtype = dtype
         self.backbone_name = net.backbone_name
         self._traces: dict[tuple, _Traced] = {}
 
@@ -137,6 +160,10 @@ class FastFSNet(nn.Module):
         check_inputs(image, flow)
         image = image.contiguous(memory_format=torch.channels_last)
         flow = flow.contiguous(memory_format=torch.channels_last)
+        if self.dtype != torch.float32:
+            merged, motion = self.net.encode(image.to(self.dtype), flow.to(self.dtype))
+            s, _ = self.net.refine(merged, motion, with_motion=False)
+            return resize(self.net.output_s(s).float(), image.shape[2:]).contiguous()
         if not self.uses_jit(image):
             return self.net.predict_appearance(image, flow).contiguous()
         key = (image.device, image.dtype, tuple(image.shape))
@@ -146,17 +173,19 @@ class FastFSNet(nn.Module):
         return resize(self._traces[key](image, flow), image.shape[2:]).contiguous()
 
 
-def build_fast_model(model: FSNet, backend: str = "auto", inplace: bool = False) -> FastFSNet:
+def build_fast_model(model: FSNet, backend: str = "auto", inplace: bool = False,
+                     dtype: torch.dtype = torch.float32) -> FastFSNet:
     """Return an eval-only copy of ``model`` for fast inference; ``model`` is left unchanged.
 
     ``backend``: ``"auto"`` (TorchScript + oneDNN on CPU float32, eager elsewhere), ``"jit"`` or
     ``"eager"``; see the module docstring. ``inplace=True`` converts ``model`` itself (no copy of
-    the weights; ``model`` must not be used afterwards).
+    the weights; ``model`` must not be used afterwards). ``dtype`` other than float32 (bf16) casts
+    the folded weights once and runs eager in that precision, returning float32 logits.
     """
     net = (model if inplace else copy.deepcopy(model)).eval()
     for name in net.unused_at_prediction():
         delattr(net, name)
     fold_batchnorm(net)
     net.requires_grad_(False)
-    net.to(memory_format=torch.channels_last)
-    return FastFSNet(net, backend).eval()
+    net.to(dtype=dtype, memory_format=torch.channels_last)
+    return FastFSNet(net, backend, dtype).eval()

@@ -1,4 +1,4 @@
-"""ONNX export (lib.export) and the ONNX Runtime backend of inference.py.
+"""ONNX export (lib.export, its command line utils.export) and the ONNX Runtime backend of inference.py.
 
 The export and run tests need the optional onnxruntime (``requirements-extra.txt``) and skip
 cleanly without it; the "clear error without onnxruntime" tests simulate its absence. Tiny sizes:
@@ -19,7 +19,8 @@ import inference
 from lib import export
 from lib.fsnet import FSNet
 from tests.random_weights import randomize_weights
-from tests.cli_checks import assert_user_error, checksums
+from tests.cli_checks import assert_user_error, checksums, run_module
+from utils import export as export_cli
 from utils.checkpoint import save_checkpoint
 
 HAS_ORT = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
@@ -106,36 +107,96 @@ def test_check_detects_a_different_network(static_onnx):
 
 
 @needs_ort
+def test_check_tolerance_is_absolute_plus_relative(model):
+    """An early checkpoint's nearly flat logits (a large bias, tiny variation) pass the check;
+    they failed a tolerance relative to the logit range alone."""
+    import copy
+    flat = copy.deepcopy(model)
+    with torch.no_grad():
+        flat.output_s.output[1].weight.mul_(1e-3)
+        flat.output_s.output[1].bias.fill_(-8.0)
+    predictor = export.OnnxPredictor(export.export_bytes(flat, 64))
+    check = export.check_export(flat, predictor, (2, 3, 64, 64))
+    assert check.passed, check
+    assert check.logit_range < 0.05 and check.max_abs_logit > 7.5
+    other = randomize_weights(FSNet("resnet50"), seed=1).eval()
+    broken = export.check_export(other, predictor, (2, 3, 64, 64))  # not the exported network
+    assert not broken.passed and "FAILED" in str(broken)
+
+
+@needs_ort
 def test_command_line_export(checkpoint, tmp_path, capsys):
     before = checksums(checkpoint)
     out = tmp_path / "onnx" / "fsnet.onnx"
-    assert export.main(["--model_path", str(checkpoint), "--out", str(out), "--testsize", "64"]) == 0
+    assert export_cli.main(["--model_path", str(checkpoint), "--out", str(out), "--testsize", "64"]) == 0
     printed = capsys.readouterr().out
-    assert "check OK" in printed and "of the logit range" in printed
+    assert "check OK" in printed and "max |logit|" in printed
     assert out.is_file() and not list(out.parent.glob(".*.tmp"))
     assert checksums(checkpoint) == before
+    predictor = export.OnnxPredictor(out)  # one self-contained file
+    assert predictor(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 
 def test_command_line_export_errors(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
     for argv, fragment in ((["--model_path", str(tmp_path / "none.pth")], "python -m utils.weights"),
                            (["--model_path", str(checkpoint), "--testsize", "70"], "multiple of 32"),
-                           (["--model_path", str(checkpoint), "--out", str(checkpoint)], "checkpoint itself")):
+                           (["--model_path", str(checkpoint), "--out", str(checkpoint)], "--model_path"),
+                           (["--model_path", str(checkpoint), "--out", str(folder)], "is a folder"),
+                           (["--model_path", str(checkpoint), "--out", str(blocker / "x.onnx")],
+                            "not")):
         argv = ["--out", str(tmp_path / "x.onnx"), *argv]
-        assert_user_error(export.main(argv), capsys.readouterr().err, fragment)
+        assert_user_error(export_cli.main(argv), capsys.readouterr().err, fragment)
     assert not (tmp_path / "x.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.onnx"]  # no temporary
+
+
+def test_bad_output_is_refused_before_the_checkpoint_is_read(checkpoint, tmp_path, monkeypatch,
+                                                           capsys):
+    def no_export(*args, **kwargs):
+        raise AssertionError("the checkpoint was read before the output path was checked")
+    monkeypatch.setattr(export_cli, "build_fsnet", no_export)
+    code = export_cli.main(["--model_path", str(checkpoint), "--out", str(tmp_path)])
+    assert_user_error(code, capsys.readouterr().err, "is a folder")
+
+
+@needs_ort
+def test_ctrl_c_is_one_line_and_leaves_nothing(checkpoint, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export, "export_model", interrupted)
+    out = tmp_path / "out" / "fsnet.onnx"
+    code = export_cli.main(["--model_path", str(checkpoint), "--out", str(out), "--testsize", "64",
+                            "--no_cache"])
+    assert_user_error(code, capsys.readouterr().err, "interrupted by Ctrl-C")
+    assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_lib_export_runs_the_command_line_with_the_common_convention(tmp_path):
+    """``python -m lib.export`` is ``python -m utils.export``: one error line, --debug accepted."""
+    result = run_module("lib.export", ["--model_path", str(tmp_path / "none.pth"),
+                                       "--out", str(tmp_path / "x.onnx")])
+    assert_user_error(result.returncode, result.stderr, "checkpoint not found")
+    result = run_module("lib.export", ["--debug", "--model_path", str(tmp_path / "none.pth"),
+                                       "--out", str(tmp_path / "x.onnx")])
+    assert result.returncode != 0 and "Traceback" in result.stderr
 
 
 def test_require_onnxruntime_names_the_install_command(checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(ImportError, match="pip install onnx onnxruntime"):
         export.require_onnxruntime()
-    code = export.main(["--model_path", str(checkpoint), "--out", str(tmp_path / "x.onnx")])
+    code = export_cli.main(["--model_path", str(checkpoint), "--out", str(tmp_path / "x.onnx")])
     assert_user_error(code, capsys.readouterr().err, "onnxruntime is not installed",
                       "pip install onnx onnxruntime")
     assert inference.resolve_backend("auto", torch.device("cpu")) == "jit"
 
 
-def _tiny_testset(root: Path) -> Path:
+def tiny_testset(root: Path) -> Path:
+    """A test set of one 3-frame sequence (48x80 PNGs, 2 flow images) under ``root``."""
     seq = root / "TestSet" / "Toy" / "seq"
     rng = np.random.default_rng(0)
     for folder, count in (("Frame", 3), ("OF_FlowNet2", 2)):
@@ -150,7 +211,7 @@ def _tiny_testset(root: Path) -> Path:
 def test_inference_onnx_backend_end_to_end(checkpoint, tmp_path):
     """``--backend onnx`` writes the maps of the plain forward (binary masks identical away from
     the threshold) and records the backend; ``auto`` picks it on the CPU."""
-    testset = _tiny_testset(tmp_path)
+    testset = tiny_testset(tmp_path)
     common = ["--model_path", str(checkpoint), "--dataset_path", str(testset), "--testsize", "64",
               "--device", "cpu", "--workers", "0", "--no_progress", "--mode", "binary"]
     results = {}

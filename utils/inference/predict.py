@@ -13,10 +13,13 @@ Timings: ``model_seconds`` covers only the forward passes (CUDA events on the GP
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +29,7 @@ from lib.checkpoint import build_fsnet
 from utils.cli import BadInputError, MissingInputError, UserError
 from utils.data.dataset import TestDataset
 from utils.data.images import is_complete_image
+from utils.device import AMP_DTYPES
 from utils.inference.pipeline import (PredictionStats, PredictOptions, Predictor, collate,
                                       output_path, run_pipeline)
 from utils.weights import user_errors
@@ -68,6 +72,11 @@ def resolve_backend(backend: str, device: torch.device, amp: str = "off") -> str
     """The concrete backend for ``--backend`` (``auto`` resolved); refuses impossible choices."""
     if backend not in BACKENDS:
         raise BadInputError(f"--backend {backend!r} is unknown", f"use one of {', '.join(BACKENDS)}")
+    if device.type == "cpu" and amp == "bf16":
+        from lib.fast import cpu_has_native_bf16
+        if not cpu_has_native_bf16():
+            print("warning: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16): --amp bf16 "
+                  "is emulated and slower than the float32 default; drop --amp", file=sys.stderr)
     if backend == "auto":
         if device.type != "cpu" or amp != "off":
             return "eager"  # autocast runs op by op; ONNX Runtime here is CPU float32 only
@@ -139,34 +148,80 @@ def require_checkpoint(model_path: str) -> Path:
     return path
 
 
+@dataclass
+class LoadedPredictor:
+    """A predictor ready to run, the checkpoint's backbone and the export cache's state (``hit``,
+    ``miss`` or ``off`` for the ``onnx`` backend, ``None`` for the others)."""
+
+    predictor: Predictor
+    backbone: str
+    cache: Optional[str] = None
+
+
+def _load_model(path: Path, backbone: str) -> nn.Module:
+    """FSNet from the checkpoint at ``path``; ``backbone`` other than ``auto`` must match."""
+    with user_errors():  # each error names the file and the fix
+        model = build_fsnet(path)  # whatever FSNet variant the file holds
+    _check_backbone(path, model.backbone_name, backbone)
+    return model
+
+
+def _check_backbone(path: Path, found: str, asked: str) -> None:
+    if asked not in ("auto", found):
+        raise BadInputError(
+            f"Checkpoint {path} holds a {found} FSNet but --backbone {asked} was "
+            f"asked for: drop --backbone (it is detected from the checkpoint) or pass the right file.")
+
+
 def load_predictor(model_path: str, device: torch.device, backbone: str = "auto",
-                   backend: str = "plain", testsize: int = 352) -> Tuple[Predictor, str]:
+                   backend: str = "plain", testsize: int = 352, cache: bool = True,
+                   amp: str = "off") -> LoadedPredictor:
     """Build the FSNet variant a checkpoint holds (:func:`lib.checkpoint.build_fsnet`) and wrap it
     for inference.
 
     ``backbone`` other than ``auto`` must match the checkpoint's. ``backend`` is a concrete one
-    (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``. A checkpoint
-    with NaN/inf weights is refused. Returns ``(predictor, backbone_name)``.
+    (see :func:`resolve_backend`); ``onnx`` exports the network at ``testsize``, or with ``cache``
+    loads the export of an earlier run from :mod:`utils.export_cache` without reading the
+    checkpoint. ``amp`` ``bf16`` on the CPU with ``eager``/``jit`` stores the folded weights in
+    bf16 (:func:`lib.fast.build_fast_model`'s ``dtype``; faster than autocast). A checkpoint with
+    NaN/inf weights is refused.
     """
     path = require_checkpoint(model_path)
-    with user_errors():  # each error names the file and the fix
-        model = build_fsnet(path)  # whatever FSNet variant the file holds
-    if backbone not in ("auto", model.backbone_name):
-        raise BadInputError(
-            f"Checkpoint {path} holds a {model.backbone_name} FSNet but --backbone {backbone} was "
-            f"asked for: drop --backbone (it is detected from the checkpoint) or pass the right file.")
-    name = model.backbone_name
-    return _wrap(model, backend, testsize, device), name  # _wrap consumes model (in-place fold)
-
-
-def _wrap(model: nn.Module, backend: str, testsize: int, device: torch.device) -> Predictor:
-    if backend == "plain":
-        return PlainPredictor(model).to(device)
     if backend == "onnx":
-        from lib.export import onnx_predictor
-        return onnx_predictor(model, testsize)
+        return _onnx(path, backbone, testsize, cache)
+    model = _load_model(path, backbone)
+    name = model.backbone_name
+    if backend == "plain":
+        return LoadedPredictor(PlainPredictor(model).to(device), name)
     from lib.fast import build_fast_model
-    return build_fast_model(model, backend=backend, inplace=True).to(device)
+    dtype = AMP_DTYPES[amp] if device.type == "cpu" and amp == "bf16" else torch.float32
+    fast = build_fast_model(model, backend=backend, inplace=True, dtype=dtype)
+    return LoadedPredictor(fast.to(device), name)
+
+
+def _onnx(path: Path, backbone: str, testsize: int, cache: bool) -> LoadedPredictor:
+    """The ``onnx`` backend: through the export cache, or a fresh export (``cache`` off)."""
+    from lib.export import OnnxLoadError, OnnxPredictor, onnx_predictor
+    if not cache:
+        model = _load_model(path, backbone)
+        return LoadedPredictor(onnx_predictor(model, testsize), model.backbone_name, "off")
+    from utils.export_cache import cache_root, cached_export
+    load = functools.partial(_load_model, path, backbone)  # called on a cache miss only
+    try:
+        entry = cached_export(path, testsize, load)
+    except OSError as error:  # e.g. a read-only or full hub folder: run without the cache
+        if isinstance(error, UserError):  # the checkpoint's own problem, reported as it is
+            raise
+        print(f"warning: the export cache {cache_root()} cannot be used ({error}); exporting "
+              f"without it", file=sys.stderr)
+        return _onnx(path, backbone, testsize, cache=False)
+    _check_backbone(path, entry.backbone, backbone)
+    try:
+        predictor = OnnxPredictor(entry.optimized_path, optimized=True)
+    except OnnxLoadError as error:  # a damaged entry
+        entry = cached_export(path, testsize, load, rebuild=str(error))
+        predictor = OnnxPredictor(entry.optimized_path, optimized=True)
+    return LoadedPredictor(predictor, entry.backbone, entry.state)
 
 
 def check_no_empty_sequence(dataset: TestDataset, dataset_dir: Path) -> None:
