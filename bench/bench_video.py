@@ -117,11 +117,12 @@ def _child(argv: list[str]) -> None:
     backend = resolve_backend(config.backend, device, config.amp)
     frames = count_frames(Path(config.video))
     batchsize = resolve_batchsize(config.batchsize, device, frames)
-    loaded = inference.load_predictor(config.model_path, device, config.backbone, backend, config.testsize)
+    loaded = inference.load_predictor(config.model_path, device, config.backbone, backend, config.testsize,
+                                      cache=not config.no_cache, amp=config.amp)
     inference.load_predictor = lambda *args, **kwargs: loaded
 
     def forwards() -> float:
-        return model_only_seconds(loaded[0], math.ceil(frames / batchsize), batchsize, config.testsize,
+        return model_only_seconds(loaded.predictor, math.ceil(frames / batchsize), batchsize, config.testsize,
                                   1 if backend == "onnx" else None)
 
     before = forwards() if model_only else None

@@ -31,7 +31,7 @@ import train
 from eval import vsod
 from lib.fsnet import FSNetConfig
 from utils.cli import OutputExistsError, UserError
-from utils.io import save_json
+from utils.io import read_json_object, save_json
 from utils.safety import output_lock, real_path, record_source, source_differences
 from utils.training.finetune_init import PRETRAIN_STAGES
 from utils.training.state import is_finished
@@ -143,7 +143,7 @@ def check_folder(run: RowRun) -> None:
 
 def result_of(run: RowRun) -> Optional[dict[str, Any]]:
     """The row's ``result.json`` (``None`` before it has finished)."""
-    return _read_json(run.folder / RESULT)
+    return read_json_object(run.folder / RESULT)
 
 
 def is_done(run: RowRun) -> bool:
@@ -229,7 +229,7 @@ class _Phases:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.seconds: dict[str, float] = _read_json(path) or {}
+        self.seconds: dict[str, float] = read_json_object(path) or {}
 
     def run(self, name: str, work: Callable[[], T]) -> T:
         start = time.perf_counter()
@@ -266,14 +266,6 @@ def _inference_config(run: RowRun) -> inference.InferenceConfig:
         datasets=list(run.datasets), test_save=str(run.maps), mode="saliency",
         testsize=run.recipe.testsize, device=run.machine.device, backend="plain",
         workers=min(run.machine.workers, 4), skip_existing=True, show_progress=False)
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _normalised(record: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.Comple
     assert steps["inference_graphs"]["official_fp32_batch1_fps"] > 0
     assert steps["inference_graphs"]["folded_cuda_graph_fps"] is None  # no CUDA graphs on the CPU
     options = [row["option"] for row in steps["train_step"]]
-    assert options == ["default (fp32, loader 0 workers)", "bf16 + channels_last"]
+    assert options == ["old step (fp32)", "bf16 + channels_last"]
     assert all(row["samples_per_s"] > 0 and "profile" in row for row in steps["train_step"])
     assert steps["torchrun"]["global_step"] >= 1
     assert steps["torchrun"]["probe"] == "nccl_probe backend=gloo world_size=1 all_reduce=1"

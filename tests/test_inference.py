@@ -10,6 +10,7 @@ import importlib.util
 import shutil
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -341,12 +342,13 @@ def test_padded_batches_keep_the_official_maps_and_one_shape(toy, checkpoint, tm
     load = inference.load_predictor
 
     def recording(*args, **kwargs):
-        predictor, backbone = load(*args, **kwargs)
+        loaded = load(*args, **kwargs)
+        predictor = loaded.predictor
 
         def forward(image, flow):
             shapes.add((tuple(image.shape), tuple(flow.shape)))
             return predictor(image, flow)
-        return forward, backbone
+        return replace(loaded, predictor=forward)
 
     monkeypatch.setattr(inference, "load_predictor", recording)
     summary = run(checkpoint, tmp_path, "--no_fast", "--batchsize", "3", dataset_path=toy / "TestSet")

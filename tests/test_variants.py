@@ -312,7 +312,7 @@ def test_checkpoint_round_trip_rebuilds_the_variant(tmp_path: Path):
     reference = _outputs(model, image, flow)[0]
     assert torch.equal(_outputs(loaded, image, flow)[0], reference)
     # inference rebuilds it from the file alone (here its folded, eager backend)
-    predictor, _ = load_predictor(str(path), torch.device("cpu"), backend="eager")
+    predictor = load_predictor(str(path), torch.device("cpu"), backend="eager").predictor
     assert torch.allclose(predictor(image, flow), reference, atol=1e-4)
     with pytest.raises(ValueError) as error:  # loaded as another variant: one line, both named
         build_fsnet(path, expected=SMALL)

@@ -46,7 +46,7 @@ from lib.export import MODEL_FILE, OPSET, WEIGHTS_FILE, OnnxPredictor, save_exte
 from lib.fsnet import FSNet
 from lib.hub import WeightsError, sha256_of
 from lib.state_dict import CHANNEL_KEY, backbone_of, read_weights_file, strip_prefixes
-from utils.io import PathLike, save_json
+from utils.io import PathLike, read_json_object, save_json
 from utils.safety import real_path
 
 #: Version of the cached export: raise it when lib.export's graph changes.
@@ -106,13 +106,13 @@ def checkpoint_fingerprint(path: PathLike) -> dict[str, Any]:
     memo_path = cache_root() / HASHES_FILE
     identity = _identity(path)
     with _locked(cache_root() / ".hashes.lock"):
-        memo = _read_json(memo_path) or {}
+        memo = read_json_object(memo_path) or {}
         known = memo.get(str(path))
         if isinstance(known, dict) and known.get("identity") == identity:
             return known["fingerprint"]
     fingerprint = {"sha256": sha256_of(path), "architecture": _architecture(path)}
     with _locked(cache_root() / ".hashes.lock"):
-        memo = {key: value for key, value in (_read_json(memo_path) or {}).items()
+        memo = {key: value for key, value in (read_json_object(memo_path) or {}).items()
                 if Path(key).exists()}  # forget deleted checkpoints
         memo[str(path)] = {"identity": identity, "fingerprint": fingerprint}
         save_json(memo, memo_path)
@@ -141,14 +141,6 @@ def entry_key(fingerprint: dict[str, Any], testsize: int, dynamic: bool) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 @dataclass
 class CachedExport:
     """An exported model on disk: ``path`` (the portable export; weights beside it), what it
@@ -167,7 +159,7 @@ class CachedExport:
 
 def _damage(folder: Path, key: str) -> Optional[str]:
     """Why the entry in ``folder`` cannot be used (``None``: it can)."""
-    meta = _read_json(folder / META_FILE)
+    meta = read_json_object(folder / META_FILE)
     if meta is None or meta.get("key") != key:
         return f"{META_FILE} is missing or unreadable"
     for name, recorded in meta.get("files", {}).items():
@@ -271,7 +263,7 @@ def cached_export(checkpoint: PathLike, testsize: int, load_model: Callable[[], 
         damage = rebuild or (_damage(folder, key) if folder.exists() else None)
         if folder.exists() and damage is None:
             os.utime(folder / META_FILE)  # marks the entry as recently used
-            meta = _read_json(folder / META_FILE) or {}
+            meta = read_json_object(folder / META_FILE) or {}
             return CachedExport(folder / MODEL_FILE, meta.get("backbone", "?"), "hit")
         if damage is not None:
             print(f"warning: the cached export {folder} is damaged ({damage}); exporting again",

@@ -128,6 +128,16 @@ def save_json(obj: Any, path: PathLike) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def read_json_object(path: PathLike) -> Optional[dict]:
+    """The JSON object stored in ``path``; ``None`` when the file is missing, unreadable, not JSON
+    or not an object (a record that cannot be trusted counts as absent)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def open_image(path: PathLike) -> Image.Image:
     """Open and fully decode an image; raise ``ValueError`` naming the file if it is unreadable."""
     try:

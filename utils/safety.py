@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import FrozenSet, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from utils.cli import UserError, os_error_message
-from utils.io import save_json, temporary_job
+from utils.io import read_json_object, save_json, temporary_job
 from utils.job import DEAD, LIVE, Job, current_job
 
 PathLike = Union[str, os.PathLike]
@@ -242,11 +242,7 @@ def output_lock(folder: PathLike, tool: str) -> Iterator[Path]:
 
 def recorded_source(folder: PathLike) -> Optional[dict]:
     """The record of the job whose outputs ``folder`` holds (``None`` without a readable one)."""
-    try:
-        record = json.loads((Path(folder) / SOURCE_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(Path(folder) / SOURCE_RECORD)
 
 
 def source_differences(folder: PathLike, record: dict) -> list[str]:
