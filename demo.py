@@ -32,7 +32,7 @@ from eval.davis.report import summary_table, to_json
 from eval.sod.report import format_table, schema, write_json
 from lib.checkpoint import checkpoint_dict
 from lib.fsnet import FSNet
-from utils.checkpoint import save_checkpoint
+from utils.torch_files import save_checkpoint
 from utils.cli import MissingInputError, add_device_argument, make_parser, run_guarded
 from utils.data.synthetic import RECORD as TOY_RECORD, make_toy_dataset, remove_toy_files
 from utils.device import resolve_device

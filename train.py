@@ -46,7 +46,7 @@ from lib.backbones import BACKBONES
 from lib.backbones.imagenet import find_imagenet_file
 from lib.checkpoint import CONFIG_KEY, Checkpoint, checkpoint_dict, config_difference
 from lib.fsnet import BPM_CHOICES, RCAM_CHOICES, STREAM_CHOICES, FSNet, FSNetConfig
-from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
+from utils.torch_files import first_non_finite, load_model_weights, save_checkpoint
 from utils.cli import BadInputError, UserError, add_device_argument, make_parser, progress, run_guarded
 from utils.data.dataset import GT_MODES, TRAIN_TYPES, TrainDataset
 from utils.data.verify import verify_samples

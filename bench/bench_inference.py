@@ -142,7 +142,7 @@ def _child(argv: list[str]) -> None:
 def _write_checkpoint(path: Path, backbone: str) -> None:
     from lib.fsnet import FSNet
     from tests.random_weights import randomize_weights
-    from utils.checkpoint import save_checkpoint
+    from utils.torch_files import save_checkpoint
     save_checkpoint(randomize_weights(FSNet(backbone)).state_dict(), path)
 
 

@@ -173,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         if checkpoint is None:
             from lib.fsnet import FSNet
             from tests.random_weights import randomize_weights
-            from utils.checkpoint import save_checkpoint
+            from utils.torch_files import save_checkpoint
             checkpoint = str(work / "fsnet.pth")
             save_checkpoint(randomize_weights(FSNet(args.backbone)).state_dict(), checkpoint)
         common = ["--model_path", checkpoint, "--testsize", str(args.testsize), "--device", "cpu",

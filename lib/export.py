@@ -203,6 +203,9 @@ class OnnxPredictor:
         if optimized:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if save_optimized is not None:
+            # errors only: ONNX Runtime warns that an optimized model suits this machine alone,
+            # which the export cache's key (it holds the CPU kind) already accounts for
+            options.log_severity_level = 3
             options.optimized_model_filepath = str(save_optimized)
             options.add_session_config_entry(
                 "session.optimized_model_external_initializers_file_name",

@@ -1,5 +1,5 @@
 """Reading weight files and comparing state_dicts: the repository's one guarded ``torch.load``
-and its one readable key diff (used by ``lib`` and, through ``utils.checkpoint``, every tool).
+and its one readable key diff (used by ``lib`` and, through ``utils.torch_files``, every tool).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from PIL import Image
 import inference
 from lib.fsnet import FSNet
 from tests.cli_checks import assert_user_error, checksums, run_module
-from utils.checkpoint import save_checkpoint
+from utils.torch_files import save_checkpoint
 from utils.safety import LOCK_NAME, record_source
 
 

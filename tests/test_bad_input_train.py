@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 import train
-import utils.checkpoint as checkpoint
+import utils.torch_files as checkpoint
 from tests.cli_checks import REPO, assert_user_error, checksums, run_module
 from tests.test_checkpoint import FullDisk
 from utils.data.synthetic import make_toy_dataset

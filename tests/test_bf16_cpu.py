@@ -30,7 +30,7 @@ def test_bf16_weights_route_agrees_with_float32(model):
 
 
 def test_inference_bf16_on_cpu_stores_bf16_weights(model, tmp_path):
-    from utils.checkpoint import save_checkpoint
+    from utils.torch_files import save_checkpoint
     path = tmp_path / "fsnet.pth"
     save_checkpoint(model.state_dict(), path)
     for backend, dtype in (("eager", torch.bfloat16), ("plain", torch.float32)):

@@ -9,12 +9,12 @@ import subprocess
 import pytest
 import torch
 
-import utils.checkpoint as checkpoint
+import utils.torch_files as checkpoint
 from utils.cli import run_guarded
 from lib.checkpoint import build_fsnet, read_checkpoint
 from lib.fsnet import FSNet
 from lib.state_dict import backbone_of
-from utils.checkpoint import first_non_finite, load_model_weights, save_checkpoint
+from utils.torch_files import first_non_finite, load_model_weights, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from lib.fsnet import FSNet
 from tests.random_weights import randomize_weights
 from tests.cli_checks import assert_user_error, checksums, run_module
 from utils import export as export_cli
-from utils.checkpoint import save_checkpoint
+from utils.torch_files import save_checkpoint
 
 HAS_ORT = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx/onnxruntime not installed (optional "

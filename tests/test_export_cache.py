@@ -18,7 +18,7 @@ from tests.test_export import tiny_testset
 from utils import export_cache
 from utils import export as export_cli
 from lib.checkpoint import build_fsnet
-from utils.checkpoint import save_checkpoint
+from utils.torch_files import save_checkpoint
 from utils.inference import predict
 
 pytestmark = pytest.mark.skipif(

@@ -22,7 +22,7 @@ from PIL import Image
 import inference
 from lib.checkpoint import build_fsnet
 from lib.fsnet import FSNet
-from utils.checkpoint import save_checkpoint
+from utils.torch_files import save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset

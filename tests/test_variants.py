@@ -21,7 +21,7 @@ from lib.checkpoint import (Checkpoint, build_fsnet, checkpoint_dict, config_fro
 from lib.fast import build_fast_model
 from lib.fsnet import FSNet, FSNetConfig
 from tests.random_weights import randomize_weights
-from utils.checkpoint import save_checkpoint
+from utils.torch_files import save_checkpoint
 from utils.inference.predict import load_predictor
 from utils.training.finetune_init import init_finetune
 

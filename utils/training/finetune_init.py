@@ -30,7 +30,7 @@ from torch import Tensor
 from lib.checkpoint import config_difference, read_checkpoint
 from lib.fsnet import FSNet, FSNetConfig
 from utils.cli import BadInputError, MissingInputError, check_all
-from utils.checkpoint import load_model_weights
+from utils.torch_files import load_model_weights
 from utils.training.state import peek_state
 from utils.weights import user_errors
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from utils.cli import BadInputError
-from utils.checkpoint import load_torch_file, save_checkpoint
+from utils.torch_files import load_torch_file, save_checkpoint
 
 #: Arguments that fix the sequence of optimiser steps; a resume must not change them.
 RESUME_MUST_MATCH = (

@@ -1,4 +1,5 @@
-"""Checkpoint I/O for the tools: atomic save, guarded load, readable key errors.
+"""PyTorch files for the tools: atomic save, guarded load, strict weight load with readable key
+errors.
 
 Training files are read through :func:`load_torch_file`, which refuses a file holding a NaN or
 inf tensor (naming the file and the first such tensor); train.py never writes one. A checkpoint
