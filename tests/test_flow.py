@@ -153,6 +153,14 @@ def test_video_input(tmp_path):
     assert summary["written"] == 3
     assert len(list((tmp_path / "clip" / "Frame").glob("*.jpg"))) == 4
     assert len(list((tmp_path / "clip" / "OF_FlowNet2").glob("*.jpg"))) == 3
+    # --skip_existing reuses a finished extraction, and redoes one whose completion record is gone
+    first = tmp_path / "clip" / "Frame" / "00000.jpg"
+    stamp = first.stat().st_mtime_ns
+    assert generate_flow(path, progress=False, skip_existing=True)["written"] == 0
+    assert first.stat().st_mtime_ns == stamp
+    (tmp_path / "clip" / "Frame" / ".fsnet-frames.json").unlink()
+    generate_flow(path, progress=False, skip_existing=True)
+    assert first.stat().st_mtime_ns != stamp and (tmp_path / "clip" / "Frame" / ".fsnet-frames.json").is_file()
 
 
 def test_bad_inputs_are_named(tmp_path):

@@ -419,11 +419,13 @@ def _remove_outputs(folder: Path) -> None:
             path.unlink()
 
 
-def extract_videos(sequences: Sequence[FlowSequence]) -> None:
-    """Extract the frames of the video sequences (after :func:`prepare_outputs` checked them)."""
+def extract_videos(sequences: Sequence[FlowSequence], skip_existing: bool = False) -> None:
+    """Extract the frames of the video sequences (after :func:`prepare_outputs` checked them);
+    with ``skip_existing`` a finished earlier extraction (:func:`extracted_frames`) is reused."""
     for seq in sequences:
         if seq.extract_to is not None:
-            seq.frames = extract_frames(seq.source, seq.extract_to)
+            done = extracted_frames(seq.extract_to) if skip_existing else None
+            seq.frames = done or extract_frames(seq.source, seq.extract_to)
 
 
 def plan_jobs(sequences: Sequence[FlowSequence], last_frame: str = "skip",
@@ -544,7 +546,7 @@ def generate_flow(frames_dir: PathLike, out_dir: Optional[PathLike] = None, meth
         load_raft(raft.weights, raft.model, raft.device)  # fail before any work
     made_by = f"raft ({raft_model})" if method == "raft" else method
     with prepare_outputs(sequences, save_raw, skip_existing, overwrite, made_by):
-        extract_videos(sequences)
+        extract_videos(sequences, skip_existing)
         plans, no_flow = plan_jobs(sequences, last_frame, save_raw)
         total = sum(len(p) for p in plans)
         if skip_existing:
