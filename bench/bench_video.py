@@ -156,6 +156,56 @@ def compare_maps(reference: Path, other: Path) -> dict:
             "mask_iou": round(inter / union, 4) if union else 1.0}
 
 
+def _network_grid(flow: np.ndarray, testsize: int) -> np.ndarray:
+    """``flow`` (H, W, 2) resized to the network's ``testsize`` square, vectors in its pixels."""
+    height, width = flow.shape[:2]
+    grid = cv2.resize(flow, (testsize, testsize), interpolation=cv2.INTER_AREA)
+    return grid * np.array([testsize / width, testsize / height], dtype=np.float32)
+
+
+def compare_flow(video: Path, sizes: list[int], testsize: int, pairs: int = 12) -> dict:
+    """Per ``--flow_size`` S, on ``pairs`` evenly spaced frame pairs of ``video``, against the
+    full-size DIS flow: the end-point error on the network's ``testsize`` grid (pixels of that
+    grid, beside the full-size flow's mean magnitude there), the mean |difference| of the flow
+    images the network reads (0..1), and DIS milliseconds per pair on one thread."""
+    from utils.flow.color import flow_to_color
+    from utils.flow.generate import compute_flow
+    from utils.inference.video import read_frames, shrink
+    frames = [frame for _, frame in read_frames(video)]
+    starts = np.linspace(0, len(frames) - 2, num=min(pairs, len(frames) - 1)).round().astype(int)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        results: dict = {}
+        references: list = []  # the full-size flow of each pair: (network grid, flow image)
+        for size in [0, *sizes]:
+            epe, magnitude, image_mad, seconds = [], [], [], 0.0
+            for index, start in enumerate(starts):
+                a, b = shrink(frames[start], size), shrink(frames[start + 1], size)
+                tic = time.perf_counter()
+                flow = compute_flow(a, b, "dis")
+                seconds += time.perf_counter() - tic
+                grid = _network_grid(flow, testsize)
+                image = cv2.resize(flow_to_color(flow), (testsize, testsize),
+                                   interpolation=cv2.INTER_AREA).astype(np.float32)
+                if size == 0:
+                    references.append((grid, image))
+                    continue
+                reference_grid, reference_image = references[index]
+                epe.append(float(np.linalg.norm(grid - reference_grid, axis=2).mean()))
+                magnitude.append(float(np.linalg.norm(reference_grid, axis=2).mean()))
+                image_mad.append(float(np.abs(image - reference_image).mean()) / 255.0)
+            entry = {"dis_ms_per_pair": round(1000 * seconds / len(starts), 1)}
+            if size:
+                entry.update({"epe_on_network_grid": round(float(np.mean(epe)), 3),
+                              "full_flow_magnitude_on_network_grid": round(float(np.mean(magnitude)), 3),
+                              "flow_image_mad": round(float(np.mean(image_mad)), 4)})
+            results["full" if size == 0 else str(size)] = entry
+        return {"pairs": len(starts), "testsize": testsize, "by_flow_size": results}
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
     """Run the clip (and its repeats / the flow-size comparison); print and return the report."""
     argv = sys.argv[1:] if argv is None else argv
@@ -202,6 +252,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
                                              work / name / "Video" / "clip_x1")
             report["runs"][name] = run
             print(f"{name}: {json.dumps(run)}", flush=True)
+    if args.compare_flow_size:
+        report["flow_quality"] = compare_flow(Path(args.video), args.compare_flow_size, args.testsize)
+        print(f"flow_quality: {json.dumps(report['flow_quality'])}", flush=True)
     print("\n" + json.dumps(report, indent=2))
     if args.json:
         from utils.io import save_json

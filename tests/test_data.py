@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from torchvision import transforms
 
@@ -14,7 +18,10 @@ from utils.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TestDataset, TrainDa
 from utils.data.davis_layout import import_davis
 from utils.flow.color import flow_from_color, flow_to_color
 from utils.data.images import check_images, image_header, read_mask_official
+from utils.data.transforms import gt_tensor, input_tensor
 from utils.data.verify import verify_samples
+
+REPO = Path(__file__).resolve().parents[1]
 
 H, W, S = 24, 32, 16
 
@@ -194,10 +201,34 @@ def test_transforms_match_official_torchvision_pipeline(tmp_path):
     official = transforms.Compose([transforms.Resize((S, S)), transforms.ToTensor(),
                                    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     official_gt = transforms.Compose([transforms.Resize((S, S)), transforms.ToTensor()])
-    assert torch.allclose(image, official(Image.open(paths["image"]).convert("RGB")), atol=1e-6)
-    assert torch.allclose(flow, official(Image.open(paths["flow"]).convert("RGB")), atol=1e-6)
-    assert torch.allclose(gt, official_gt(Image.open(paths["gt"]).convert("L")), atol=1e-6)
+    assert torch.equal(image, official(Image.open(paths["image"]).convert("RGB")))
+    assert torch.equal(flow, official(Image.open(paths["flow"]).convert("RGB")))
+    assert torch.equal(gt, official_gt(Image.open(paths["gt"]).convert("L")))
     assert 0 < float(gt[(gt > 0) & (gt < 1)].numel())  # bilinear resize leaves soft edges
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 24), st.integers(0, 2**32 - 1))
+def test_transforms_are_torchvisions_bit_for_bit(width, height, size, seed):
+    """The written-out ToTensor / Normalize equal torchvision's on every image and size."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    rgb, grey = Image.fromarray(pixels), Image.fromarray(pixels[..., 0])
+    official = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                                   transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    official_gt = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+    assert torch.equal(input_tensor(rgb, size), official(rgb))
+    assert torch.equal(gt_tensor(grey, size), official_gt(grey))
+
+
+def test_a_run_does_not_import_torchvision():
+    """Loading and transforming frames leaves torchvision (about a second to import) unloaded."""
+    code = ("import sys; from utils.data.dataset import TestDataset; "
+            "from utils.inference.video import video_samples; "
+            "from utils.data.transforms import input_tensor; from PIL import Image; "
+            "input_tensor(Image.new('RGB', (8, 8)), 4); print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_hflip_mirrors_images_and_flow_direction(tmp_path, monkeypatch):

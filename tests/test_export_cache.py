@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +61,18 @@ def test_second_use_is_a_hit_without_reading_the_checkpoint(checkpoint, cache_di
     other_size = export_cache.cached_export(checkpoint, 2 * SIZE, _loader(checkpoint, calls))
     assert other_size.state == "miss" and other_size.path != first.path  # size is in the key
     assert not list(cache_dir.glob(".tmp-*"))
+
+
+def test_a_hit_imports_neither_onnx_nor_torchvision(checkpoint, cache_dir):
+    """A warm start loads only ONNX Runtime: importing onnx or torchvision costs seconds."""
+    assert export_cache.cached_export(checkpoint, SIZE, _loader(checkpoint, [])).state == "miss"
+    code = ("import sys, torch; from utils.inference.predict import load_predictor; "
+            f"loaded = load_predictor({str(checkpoint)!r}, torch.device('cpu'), backend='onnx', "
+            f"testsize={SIZE}); print(loaded.cache, 'onnx' in sys.modules, 'torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, check=True,
+                            env={**os.environ, export_cache.DIR_ENV: str(cache_dir)})
+    assert result.stdout.split() == ["hit", "False", "False"]
 
 
 def test_key_follows_content_not_path(checkpoint, tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -120,10 +121,10 @@ def checkpoint_fingerprint(path: PathLike) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """The library versions an export depends on."""
-    import onnx
+    """The library versions an export depends on (onnx's from its package metadata: importing
+    onnx takes about half a second, and a cache hit needs no onnx)."""
     import onnxruntime
-    return {"torch": torch.__version__, "onnx": onnx.__version__,
+    return {"torch": torch.__version__, "onnx": importlib.metadata.version("onnx"),
             "onnxruntime": onnxruntime.__version__}
 
 

@@ -6,11 +6,11 @@ import functools
 
 import numpy as np
 import torch
-from torchvision.utils import flow_to_image
 
 
 def flow_to_color(flow: np.ndarray) -> np.ndarray:
     """``(H, W, 2)`` flow -> ``(H, W, 3)`` uint8 RGB via ``torchvision.utils.flow_to_image``."""
+    from torchvision.utils import flow_to_image  # here: importing torchvision takes about a second
     tensor = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
     return flow_to_image(tensor).permute(1, 2, 0).numpy()
 
