@@ -50,7 +50,8 @@ from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions, 
                                      check_no_empty_sequence, load_predictor, predict_dataset,
                                      require_checkpoint, resolve_backend, resolve_batchsize,
                                      resolve_workers)
-from utils.inference.video import VideoOptions, clip_name, count_frames, predict_video
+from utils.inference.video import (DEFAULT_FLOW_SIZE, VideoOptions, clip_name, count_frames,
+                                   predict_video)
 from utils.safety import (check_outputs_apart, output_lock, real_path, record_source, recorded_source,
                           remove_stale_temporaries, source_differences)
 from utils.weights import add_offline_argument, load_raft, set_offline
@@ -89,7 +90,7 @@ class InferenceConfig:
     raft_weights: Optional[str] = None
     raft_model: str = "raft_large"
     offline: bool = False
-    flow_size: int = 0
+    flow_size: int = DEFAULT_FLOW_SIZE
     keep_intermediate: bool = False
     show_progress: bool = True
 
@@ -182,8 +183,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flow_arguments(parser, when="--video")
     parser.add_argument("--flow_size", type=int, default=defaults.flow_size,
                         help="--video: compute the flow on frames shrunk to this longer side in "
-                             "pixels (0 = full size; e.g. 640 for a 1280x720 clip, see "
-                             "docs/inference.md)")
+                             "pixels (DAVIS-2016's frame width, the training flow's scale; 0 = "
+                             "full size; see docs/inference.md)")
     parser.add_argument("--keep_intermediate", action="store_true",
                         help="--video: also write the decoded frames and flow images to "
                              "<test_save>/Video-input/<name>/{Frame,Flow}")

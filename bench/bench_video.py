@@ -1,13 +1,14 @@
 """Benchmark ``inference.py --video``: each stage's share, the whole against model-only, peak memory.
 
     python -m bench.bench_video [--video ../shared/real/videos/dog.mp4] [--frames N] [--repeat R]
-        [--backbone resnet50] [--testsize 352] [--flow_size 0] [--model_path CKPT]
-        [--compare_flow_size 640] [--json report.json]
+        [--backbone resnet50] [--testsize 352] [--flow_size S] [--model_path CKPT]
+        [--compare_flow_size 0 640] [--json report.json]
 
 The clip (``--frames N``: its first N frames; ``--repeat R``: additionally the same frames played R
 times over, re-encoded as MJPG) runs through ``inference.predict`` with ``--video`` and the
-default backend and batch size in a child process of its own, so its peak resident memory
-(``os.wait4``) is its own. The checkpoint holds random weights unless ``--model_path`` is given.
+default backend, batch size and flow size (unless ``--flow_size``) in a child process of its own,
+so its peak resident memory (``os.wait4``) is its own. The checkpoint holds random weights unless
+``--model_path`` is given.
 
 Reported per clip: the pipeline's wall time (first decode to last map and GIF frame on disk), the
 busy seconds of each stage (decode, flow = DIS + colour coding, resize = input tensors, model,
@@ -18,11 +19,12 @@ overlap, so shares add up to more than 100% when they run side by side), the who
 inputs of the same shape, nothing else running (the mean of the two is reported).
 ``whole / model-only`` is the pipeline's wall time over that.
 With ``--repeat``, the peak RSS of the R-times clip over the 1-time clip says whether memory is
-bounded. ``--compare_flow_size S [S ...]`` runs the 1-time clip again with each ``--flow_size S``
-and reports its stages, its own model-only time and, against the 1-time run (full-size flow
-unless ``--flow_size``), the
-saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
-trained ``--model_path`` for that).
+bounded. ``--compare_flow_size S [S ...]`` (0 = full size) runs the 1-time clip again with each
+``--flow_size S`` and reports its stages, its own model-only time and, against the 1-time run,
+the saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
+trained ``--model_path`` for that); and, without any network, ``flow_quality``: on 12 frame
+pairs, each size's flow against the full-size flow as the network reads it (end-point error on
+the ``--testsize`` grid, mean |difference| of the flow images) and DIS milliseconds per pair.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default="resnet50", choices=("res2net50", "resnet50"))
     parser.add_argument("--model_path", default=None, help="a checkpoint (default: random weights)")
     parser.add_argument("--testsize", type=int, default=352)
-    parser.add_argument("--flow_size", type=int, default=0, help="inference --flow_size")
+    parser.add_argument("--flow_size", type=int, default=None,
+                        help="inference --flow_size (default: inference's)")
     parser.add_argument("--compare_flow_size", type=int, nargs="+", default=[],
                         help="also run with each of these --flow_size values and compare the maps")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
@@ -178,7 +181,7 @@ def compare_flow(video: Path, sizes: list[int], testsize: int, pairs: int = 12) 
     try:
         results: dict = {}
         references: list = []  # the full-size flow of each pair: (network grid, flow image)
-        for size in [0, *sizes]:
+        for size in [0, *(size for size in sizes if size)]:
             epe, magnitude, image_mad, seconds = [], [], [], 0.0
             for index, start in enumerate(starts):
                 a, b = shrink(frames[start], size), shrink(frames[start + 1], size)
@@ -233,7 +236,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
             clip = work / f"clip_{name}.avi"
             frames = write_clip(Path(args.video), clip, args.frames, repeat)
             run = run_clip(["model_only" if repeat == 1 else "-", *common, "--video", str(clip),
-                             "--test_save", str(work / name), "--flow_size", str(args.flow_size)])
+                             "--test_save", str(work / name),
+                             *([] if args.flow_size is None else ["--flow_size", str(args.flow_size)])])
             run["frames"], run["shares"] = frames, shares(run)
             if "model_only_seconds" in run:
                 run["whole_over_model_only"] = round(run["pipeline_seconds"] / run["model_only_seconds"], 2)

@@ -21,6 +21,7 @@ from utils.inference.pipeline import (DeviceFeeder, ForwardClock, PredictOptions
                                       collate, pad_batch, pinned, run_pipeline)
 from utils.inference.workers import OrderedPool, prefetch
 from utils.inference.predict import auto_batchsize, resolve_workers
+from utils.inference import video
 from utils.inference.video import VideoOptions, predict_video, shrink
 
 CPU = torch.device("cpu")
@@ -193,6 +194,17 @@ def test_shrink_keeps_the_aspect_and_never_enlarges():
     frame = np.zeros((720, 1280, 3), np.uint8)
     assert shrink(frame, 640).shape == (360, 640, 3)
     assert shrink(frame, 0) is frame and shrink(frame, 2000) is frame
+
+
+def test_default_flow_size_is_davis_frame_width(monkeypatch):
+    """A 1280x720 clip gets its flow at 854x480 by default, at full size with flow_size 0."""
+    shapes = []
+    monkeypatch.setattr(video, "compute_flow",
+                        lambda a, b, *rest: shapes.append(a.shape) or np.zeros((*a.shape[:2], 2), np.float32))
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    assert video.flow_image(frame, frame, VideoOptions()).shape == (480, 854, 3)
+    assert video.flow_image(frame, frame, VideoOptions(flow_size=0)).shape == (720, 1280, 3)
+    assert shapes == [(480, 854, 3), (720, 1280, 3)]
 
 
 @pytest.mark.parametrize("mode", ["saliency", "binary"])

@@ -7,6 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -38,6 +41,15 @@ def test_saliency_matches_official_bytescale():
     ours = saliency_to_uint8(prob).numpy()
     assert ours.dtype == np.uint8 and ours.min() == 0 and ours.max() == 255
     np.testing.assert_array_equal(ours, official_saliency(prob.numpy()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=12),
+                  elements=st.floats(0.0, 1.0, width=32)))
+def test_saliency_is_the_official_chain_for_every_map(prob):
+    """Bit for bit on every probability map: constant ones, two values, tiny ranges."""
+    np.testing.assert_array_equal(saliency_to_uint8(torch.from_numpy(prob)).numpy(),
+                                  official_saliency(prob))
 
 
 def test_saliency_rounds_half_up_and_constant_map_is_zero():

@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -28,12 +29,14 @@ def tint(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
-    scale = max_side / max(image.size)
+def _shrunk(array: np.ndarray, max_side: int) -> np.ndarray:
+    """``array`` (H, W[, 3]) shrunk by area averaging so that its longer side is at most ``max_side``."""
+    height, width = array.shape[:2]
+    scale = max_side / max(height, width)
     if scale >= 1.0:
-        return image
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.BILINEAR)
+        return array
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
 
 
 def overlay_image(frame: np.ndarray, mask: Optional[np.ndarray], max_side: int = 480,
@@ -41,15 +44,14 @@ def overlay_image(frame: np.ndarray, mask: Optional[np.ndarray], max_side: int =
     """The RGB ``frame`` shrunk so that its longer side is at most ``max_side``, with ``mask``
     (same size as the frame, or ``None``: untinted), shrunk alike, tinted over it; ``where``
     names the frame in errors."""
-    image = _shrunk(Image.fromarray(frame), max_side)
+    small_frame = _shrunk(np.ascontiguousarray(frame), max_side)
     if mask is None:
-        return image
+        return Image.fromarray(small_frame)
     if mask.shape[:2] != frame.shape[:2]:
         raise BadInputError(
             f"Mask of {where} is {mask.shape[1]}x{mask.shape[0]} but the frame is "
             f"{frame.shape[1]}x{frame.shape[0]}: masks must be written at the original frame size.")
-    small_mask = np.asarray(_shrunk(Image.fromarray(mask), max_side))
-    return Image.fromarray(tint(np.asarray(image), small_mask))
+    return Image.fromarray(tint(small_frame, _shrunk(np.ascontiguousarray(mask), max_side)))
 
 
 def _gif_parts(image: Image.Image) -> Tuple[bytes, int, bytes]:

@@ -33,18 +33,24 @@ def logits_to_probability(logits: torch.Tensor, size: Tuple[int, int]) -> torch.
     """Upsample one ``(1, h, w)`` or ``(h, w)`` logit map to ``size`` (H, W); return its float32 sigmoid."""
     logits = logits.float().reshape(1, 1, *logits.shape[-2:])
     upsampled = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
-    return torch.sigmoid(upsampled)[0, 0]
+    return upsampled.sigmoid_()[0, 0]
 
 
 def saliency_to_uint8(prob: torch.Tensor) -> torch.Tensor:
-    """Official saliency map: per-frame min-max normalisation, then scipy-``bytescale`` rounding."""
+    """Official saliency map: per-frame min-max normalisation, then scipy-``bytescale`` rounding.
+
+    The same float32 operations as the official chain, in place: ``bytescale``'s own minimum
+    and maximum are those of the normalised map, i.e. the normalised values of the map's minimum
+    (0 exactly: rounding keeps ``x -> (x - lo) / d`` monotone) and maximum, so they are computed
+    from the two scalars instead of two more passes (bit-identical: a property test checks it).
+    """
     prob = prob.float()
-    normalised = (prob - prob.min()) / (prob.max() - prob.min() + 1e-8)
-    low, high = normalised.min(), normalised.max()
-    spread = high - low
+    lowest, highest = torch.aminmax(prob)
+    divisor = highest - lowest + 1e-8
+    spread = (highest - lowest) / divisor  # bytescale's max - min; its min is 0
     spread = torch.where(spread == 0, torch.ones_like(spread), spread)
-    scaled = (normalised - low) * (255.0 / spread)
-    return torch.floor(scaled.clamp(0.0, 255.0) + 0.5).to(torch.uint8)
+    scaled = prob.sub(lowest).div_(divisor).mul_(255.0 / spread)
+    return scaled.clamp_(0.0, 255.0).add_(0.5).floor_().to(torch.uint8)
 
 
 def binary_to_uint8(prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

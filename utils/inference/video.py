@@ -8,7 +8,8 @@ masks are written as they come, and the overlay GIF grows one frame per mask
 (:class:`utils.inference.overlay.GifStream`). Nothing holds more than a few frames: memory does
 not grow with the clip. Frames and flow images go to disk only with ``keep_dir`` (the
 ``--keep_intermediate`` flag). ``flow_size`` computes the flow on frames shrunk to that longer
-side (the network sees flow at ``testsize`` anyway; docs/inference.md has the trade-off).
+side, by default :data:`DEFAULT_FLOW_SIZE` (the network sees flow at ``testsize`` anyway;
+docs/inference.md has the trade-off).
 """
 from __future__ import annotations
 
@@ -33,13 +34,18 @@ from utils.inference.workers import OrderedPool, StageClock
 from utils.io import save_image
 
 
+#: ``--flow_size`` default: DAVIS-2016's frame width, the scale of the flow the network is trained
+#: on (a 854x480 clip keeps its size, a 1280x720 one gets its flow at 854x480).
+DEFAULT_FLOW_SIZE = 854
+
+
 @dataclass
 class VideoOptions:
     """How a clip's inputs are made: flow method and size, input size, what is kept on disk."""
 
     method: str = "dis"
     raft: Optional[RaftOptions] = None
-    flow_size: int = 0  # longer side of the frames the flow is computed on; 0 = full size
+    flow_size: int = DEFAULT_FLOW_SIZE  # longer side of the frames the flow is computed on; 0 = full size
     testsize: int = 352
     keep_dir: Optional[Path] = None  # write <keep_dir>/Frame/*.jpg and <keep_dir>/Flow/*.jpg here
     gif_path: Optional[Path] = None  # the overlay GIF (None: none)
