@@ -23,7 +23,7 @@ bounded. ``--compare_flow_size S [S ...]`` (0 = full size) runs the 1-time clip 
 ``--flow_size S`` and reports its stages, its own model-only time and, against the 1-time run,
 the saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
 trained ``--model_path`` for that); and, without any network, ``flow_quality``: on 12 frame
-pairs, each size's flow against the full-size flow as the network reads it (end-point error on
+pairs, the 1-time run's and each compared size's flow against the full-size flow as the network reads it (end-point error on
 the ``--testsize`` grid, mean |difference| of the flow images) and DIS milliseconds per pair.
 """
 from __future__ import annotations
@@ -257,7 +257,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
             report["runs"][name] = run
             print(f"{name}: {json.dumps(run)}", flush=True)
     if args.compare_flow_size:
-        report["flow_quality"] = compare_flow(Path(args.video), args.compare_flow_size, args.testsize)
+        from utils.inference.video import DEFAULT_FLOW_SIZE
+        default = DEFAULT_FLOW_SIZE if args.flow_size is None else args.flow_size
+        sizes = list(dict.fromkeys([default, *args.compare_flow_size]))
+        report["flow_quality"] = compare_flow(Path(args.video), sizes, args.testsize)
         print(f"flow_quality: {json.dumps(report['flow_quality'])}", flush=True)
     print("\n" + json.dumps(report, indent=2))
     if args.json:
