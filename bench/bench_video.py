@@ -23,8 +23,9 @@ bounded. ``--compare_flow_size S [S ...]`` (0 = full size) runs the 1-time clip 
 ``--flow_size S`` and reports its stages, its own model-only time and, against the 1-time run,
 the saliency maps' mean absolute difference and the IoU of the masks thresholded at 128 (use a
 trained ``--model_path`` for that); and, without any network, ``flow_quality``: on 12 frame
-pairs, the 1-time run's and each compared size's flow against the full-size flow as the network reads it (end-point error on
-the ``--testsize`` grid, mean |difference| of the flow images) and DIS milliseconds per pair.
+pairs, the 1-time run's and each compared size's flow against the full-size flow as the network
+reads it (end-point error on the ``--testsize`` grid, mean |difference| of the flow images), and
+DIS milliseconds per pair.
 """
 from __future__ import annotations
 
