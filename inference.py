@@ -50,8 +50,8 @@ from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions, 
                                      check_no_empty_sequence, load_predictor, predict_dataset,
                                      require_checkpoint, resolve_backend, resolve_batchsize,
                                      resolve_workers)
-from utils.inference.video import (DEFAULT_FLOW_SIZE, VideoOptions, clip_name, count_frames,
-                                   predict_video)
+from utils.inference.video import (AUTO_FLOW_MIN_SIDE, FlowSize, VideoOptions, clip_name,
+                                   count_frames, predict_video)
 from utils.safety import (check_outputs_apart, output_lock, real_path, record_source, recorded_source,
                           remove_stale_temporaries, source_differences)
 from utils.weights import add_offline_argument, load_raft, set_offline
@@ -90,7 +90,7 @@ class InferenceConfig:
     raft_weights: Optional[str] = None
     raft_model: str = "raft_large"
     offline: bool = False
-    flow_size: int = DEFAULT_FLOW_SIZE
+    flow_size: FlowSize = "auto"
     keep_intermediate: bool = False
     show_progress: bool = True
 
@@ -127,6 +127,16 @@ class InferenceResult:
         if self.overlay_gif is None:
             del out["overlay_gif"]
         return out
+
+
+def _flow_size(text: str) -> FlowSize:
+    """``--flow_size``: ``auto`` or a whole number of pixels."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a number of pixels") from None
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -181,10 +191,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="a video file or a folder of frames, streamed: flow, masks and an "
                              "overlay GIF")
     add_flow_arguments(parser, when="--video")
-    parser.add_argument("--flow_size", type=int, default=defaults.flow_size,
-                        help="--video: compute the flow on frames shrunk to this longer side in "
-                             "pixels (DAVIS-2016's frame width, the training flow's scale; 0 = "
-                             "full size; see docs/inference.md)")
+    parser.add_argument("--flow_size", type=_flow_size, default=defaults.flow_size,
+                        help=f"--video: compute the flow on frames shrunk to this longer side in "
+                             f"pixels (0 = full size); auto: shrunk by the largest whole factor "
+                             f"that keeps it >= {AUTO_FLOW_MIN_SIDE} (854x480 kept, 1280x720 -> "
+                             f"640x360; see docs/inference.md)")
     parser.add_argument("--keep_intermediate", action="store_true",
                         help="--video: also write the decoded frames and flow images to "
                              "<test_save>/Video-input/<name>/{Frame,Flow}")
@@ -324,8 +335,9 @@ def _check_config(config: InferenceConfig) -> None:
             check_video(config.video)
 
     def flow_size() -> None:
-        if config.flow_size < 0:
-            raise BadInputError(f"--flow_size {config.flow_size} is negative", "use 0 (full size) or e.g. 640")
+        if config.flow_size != "auto" and int(config.flow_size) < 0:
+            raise BadInputError(f"--flow_size {config.flow_size} is negative",
+                                "use auto, 0 (full size) or e.g. 640")
 
     def crf() -> None:
         if config.crf:

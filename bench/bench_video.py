@@ -1,8 +1,8 @@
 """Benchmark ``inference.py --video``: each stage's share, the whole against model-only, peak memory.
 
     python -m bench.bench_video [--video ../shared/real/videos/dog.mp4] [--frames N] [--repeat R]
-        [--backbone resnet50] [--testsize 352] [--flow_size S] [--model_path CKPT]
-        [--compare_flow_size 0 640] [--json report.json]
+        [--backbone resnet50] [--testsize 352] [--flow_size auto|S] [--model_path CKPT]
+        [--compare_flow_size 0 854] [--json report.json]
 
 The clip (``--frames N``: its first N frames; ``--repeat R``: additionally the same frames played R
 times over, re-encoded as MJPG) runs through ``inference.predict`` with ``--video`` and the
@@ -56,9 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default="resnet50", choices=("res2net50", "resnet50"))
     parser.add_argument("--model_path", default=None, help="a checkpoint (default: random weights)")
     parser.add_argument("--testsize", type=int, default=352)
-    parser.add_argument("--flow_size", type=int, default=None,
-                        help="inference --flow_size (default: inference's)")
-    parser.add_argument("--compare_flow_size", type=int, nargs="+", default=[],
+    parser.add_argument("--flow_size", default=None,
+                        help="inference --flow_size: auto or pixels (default: inference's)")
+    parser.add_argument("--compare_flow_size", nargs="+", default=[],
                         help="also run with each of these --flow_size values and compare the maps")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further inference.py flags (e.g. --backend plain)")
@@ -167,32 +167,35 @@ def _network_grid(flow: np.ndarray, testsize: int) -> np.ndarray:
     return grid * np.array([testsize / width, testsize / height], dtype=np.float32)
 
 
-def compare_flow(video: Path, sizes: list[int], testsize: int, pairs: int = 12) -> dict:
+def compare_flow(video: Path, sizes: list[str], testsize: int, pairs: int = 12) -> dict:
     """Per ``--flow_size`` S, on ``pairs`` evenly spaced frame pairs of ``video``, against the
     full-size DIS flow: the end-point error on the network's ``testsize`` grid (pixels of that
     grid, beside the full-size flow's mean magnitude there), the mean |difference| of the flow
     images the network reads (0..1), and DIS milliseconds per pair on one thread."""
     from utils.flow.color import flow_to_color
     from utils.flow.generate import compute_flow
-    from utils.inference.video import read_frames, shrink
+    from utils.inference.video import flow_frame_side, read_frames, shrink
     frames = [frame for _, frame in read_frames(video)]
+    longer = max(frames[0].shape[:2])
+    sides = {size: flow_frame_side(longer, size if size == "auto" else int(size)) for size in sizes}
     starts = np.linspace(0, len(frames) - 2, num=min(pairs, len(frames) - 1)).round().astype(int)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         results: dict = {}
         references: list = []  # the full-size flow of each pair: (network grid, flow image)
-        for size in [0, *(size for size in sizes if size)]:
+        for size in ["0", *(size for size in sizes if size != "0")]:
             epe, magnitude, image_mad, seconds = [], [], [], 0.0
             for index, start in enumerate(starts):
-                a, b = shrink(frames[start], size), shrink(frames[start + 1], size)
+                side = sides.get(size, longer)
+                a, b = shrink(frames[start], side), shrink(frames[start + 1], side)
                 tic = time.perf_counter()
                 flow = compute_flow(a, b, "dis")
                 seconds += time.perf_counter() - tic
                 grid = _network_grid(flow, testsize)
                 image = cv2.resize(flow_to_color(flow), (testsize, testsize),
                                    interpolation=cv2.INTER_AREA).astype(np.float32)
-                if size == 0:
+                if size == "0":
                     references.append((grid, image))
                     continue
                 reference_grid, reference_image = references[index]
@@ -200,11 +203,11 @@ def compare_flow(video: Path, sizes: list[int], testsize: int, pairs: int = 12) 
                 magnitude.append(float(np.linalg.norm(reference_grid, axis=2).mean()))
                 image_mad.append(float(np.abs(image - reference_image).mean()) / 255.0)
             entry = {"dis_ms_per_pair": round(1000 * seconds / len(starts), 1)}
-            if size:
+            if size != "0":
                 entry.update({"epe_on_network_grid": round(float(np.mean(epe)), 3),
                               "full_flow_magnitude_on_network_grid": round(float(np.mean(magnitude)), 3),
                               "flow_image_mad": round(float(np.mean(image_mad)), 4)})
-            results["full" if size == 0 else str(size)] = entry
+            results["full" if size == "0" else f"{size} ({side})" if size == "auto" else size] = entry
         return {"pairs": len(starts), "testsize": testsize, "by_flow_size": results}
     finally:
         cv2.setNumThreads(threads)
@@ -258,8 +261,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             report["runs"][name] = run
             print(f"{name}: {json.dumps(run)}", flush=True)
     if args.compare_flow_size:
-        from utils.inference.video import DEFAULT_FLOW_SIZE
-        default = DEFAULT_FLOW_SIZE if args.flow_size is None else args.flow_size
+        default = "auto" if args.flow_size is None else args.flow_size
         sizes = list(dict.fromkeys([default, *args.compare_flow_size]))
         report["flow_quality"] = compare_flow(Path(args.video), sizes, args.testsize)
         print(f"flow_quality: {json.dumps(report['flow_quality'])}", flush=True)

@@ -24,9 +24,10 @@ def moving_square_clip(path: Path, frames: int = 6, size: tuple[int, int] = (96,
 
 def test_compare_flow_is_zero_for_full_size_and_positive_for_a_smaller_one(tmp_path):
     clip = moving_square_clip(tmp_path / "clip.avi")
-    report = compare_flow(clip, [1000, 32], testsize=16, pairs=3)
-    assert report["pairs"] == 3 and set(report["by_flow_size"]) == {"full", "1000", "32"}
+    report = compare_flow(clip, ["1000", "32", "auto"], testsize=16, pairs=3)
+    assert report["pairs"] == 3 and set(report["by_flow_size"]) == {"full", "1000", "32", "auto (96)"}
     same, smaller = report["by_flow_size"]["1000"], report["by_flow_size"]["32"]
+    assert report["by_flow_size"]["auto (96)"]["epe_on_network_grid"] == 0.0  # 96 px: kept
     assert same["epe_on_network_grid"] == 0.0 and same["flow_image_mad"] == 0.0  # never enlarged
     assert smaller["epe_on_network_grid"] > 0.0 and smaller["flow_image_mad"] > 0.0
     assert report["by_flow_size"]["full"]["dis_ms_per_pair"] > 0.0

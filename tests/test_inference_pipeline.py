@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from utils.cli import UserError
@@ -19,7 +21,7 @@ from utils.inference import pipeline
 from utils.inference.overlay import GifStream
 from utils.inference.pipeline import (DeviceFeeder, ForwardClock, PredictOptions, batches_of,
                                       collate, pad_batch, pinned, run_pipeline)
-from utils.inference.workers import OrderedPool, prefetch
+from utils.inference.workers import OrderedPool, StageClock, prefetch
 from utils.inference.predict import auto_batchsize, resolve_workers
 from utils.inference import video
 from utils.inference.video import VideoOptions, predict_video, shrink
@@ -196,15 +198,35 @@ def test_shrink_keeps_the_aspect_and_never_enlarges():
     assert shrink(frame, 0) is frame and shrink(frame, 2000) is frame
 
 
-def test_default_flow_size_is_davis_frame_width(monkeypatch):
-    """A 1280x720 clip gets its flow at 854x480 by default, at full size with flow_size 0."""
-    shapes = []
-    monkeypatch.setattr(video, "compute_flow",
-                        lambda a, b, *rest: shapes.append(a.shape) or np.zeros((*a.shape[:2], 2), np.float32))
-    frame = np.zeros((720, 1280, 3), np.uint8)
-    assert video.flow_image(frame, frame, VideoOptions()).shape == (480, 854, 3)
-    assert video.flow_image(frame, frame, VideoOptions(flow_size=0)).shape == (720, 1280, 3)
-    assert shapes == [(480, 854, 3), (720, 1280, 3)]
+def test_auto_flow_size_shrinks_large_clips_by_a_whole_factor():
+    """auto: 854x480 (DAVIS) kept, 1280x720 and 1920x1080 halved / thirded to 640x360."""
+    def side(width: int, height: int, flow_size="auto") -> tuple:
+        return video.flow_input(np.zeros((height, width, 3), np.uint8), VideoOptions(flow_size=flow_size)).shape[:2]
+    assert side(854, 480) == (480, 854) and side(320, 240) == (240, 320)
+    assert side(1280, 720) == (360, 640) and side(1920, 1080) == (360, 640)
+    assert side(1280, 720, 0) == (720, 1280) and side(1280, 720, 854) == (480, 854)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 20000))
+def test_auto_flow_side_is_a_whole_division_between_640_and_1280(longer):
+    side = video.flow_frame_side(longer, "auto")
+    assert side == longer // (longer // side)  # longer divided by a whole factor
+    assert min(longer, video.AUTO_FLOW_MIN_SIDE) <= side <= longer and side < 2 * video.AUTO_FLOW_MIN_SIDE
+
+
+def test_each_frame_is_shrunk_once_for_its_two_pairs(tmp_path, monkeypatch):
+    calls = []
+    real = video.flow_input
+    monkeypatch.setattr(video, "flow_input", lambda frame, options: calls.append(1) or real(frame, options))
+    clip = tmp_path / "frames"
+    clip.mkdir()
+    for index in range(4):
+        Image.fromarray(np.full((24, 32, 3), 40 * index, np.uint8)).save(clip / f"{index:05d}.png")
+    samples = list(video.video_samples(clip, "clip", VideoOptions(testsize=16), lambda name: False,
+                                       StageClock()))
+    assert len(samples) == 4 and all("flow" in sample for sample in samples)
+    assert len(calls) == 4  # not 8: each frame once, the last pair reuses both
 
 
 @pytest.mark.parametrize("mode", ["saliency", "binary"])

@@ -7,15 +7,15 @@ every frame gets a mask), colour-codes it (``utils.flow``) and makes the two inp
 masks are written as they come, and the overlay GIF grows one frame per mask
 (:class:`utils.inference.overlay.GifStream`). Nothing holds more than a few frames: memory does
 not grow with the clip. Frames and flow images go to disk only with ``keep_dir`` (the
-``--keep_intermediate`` flag). ``flow_size`` computes the flow on frames shrunk to that longer
-side, by default :data:`DEFAULT_FLOW_SIZE` (the network sees flow at ``testsize`` anyway;
-docs/inference.md has the trade-off).
+``--keep_intermediate`` flag). The flow is computed on frames shrunk as ``flow_size`` says
+(:func:`flow_frame_side`; each frame is shrunk once, for both pairs it belongs to): the network
+sees flow at ``testsize`` anyway; docs/inference.md has the trade-off.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -34,9 +34,10 @@ from utils.inference.workers import OrderedPool, StageClock
 from utils.io import save_image
 
 
-#: ``--flow_size`` default: DAVIS-2016's frame width, the scale of the flow the network is trained
-#: on (a 854x480 clip keeps its size, a 1280x720 one gets its flow at 854x480).
-DEFAULT_FLOW_SIZE = 854
+#: ``--flow_size auto`` (the default) shrinks a clip's frames for the flow by the largest whole
+#: factor that keeps their longer side at least this long (see :func:`flow_frame_side`).
+AUTO_FLOW_MIN_SIDE = 640
+FlowSize = Union[int, str]  # pixels of the longer side (0: full size), or "auto"
 
 
 @dataclass
@@ -45,7 +46,7 @@ class VideoOptions:
 
     method: str = "dis"
     raft: Optional[RaftOptions] = None
-    flow_size: int = DEFAULT_FLOW_SIZE  # longer side of the frames the flow is computed on; 0 = full size
+    flow_size: FlowSize = "auto"  # longer side of the frames the flow is computed on (flow_frame_side)
     testsize: int = 352
     keep_dir: Optional[Path] = None  # write <keep_dir>/Frame/*.jpg and <keep_dir>/Flow/*.jpg here
     gif_path: Optional[Path] = None  # the overlay GIF (None: none)
@@ -105,21 +106,36 @@ def shrink(frame: np.ndarray, longer_side: int) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-def flow_image(frame_a: np.ndarray, frame_b: np.ndarray, options: VideoOptions) -> np.ndarray:
-    """The colour-coded flow ``frame_a → frame_b`` (RGB uint8), computed at ``options.flow_size``."""
-    small_a, small_b = shrink(frame_a, options.flow_size), shrink(frame_b, options.flow_size)
+def flow_frame_side(longer: int, flow_size: FlowSize) -> int:
+    """The longer side of the frames the flow is computed on, for frames whose longer side is
+    ``longer``: ``flow_size`` pixels (0: full size; never enlarged), or with ``auto`` ``longer``
+    divided by the largest whole factor that keeps it at least :data:`AUTO_FLOW_MIN_SIDE`: a
+    854x480 clip (DAVIS-2016's size, that of the training flow) keeps its size, 1280x720 and
+    1920x1080 clips get their flow at 640x360 (a whole factor also keeps the area shrink cheap)."""
+    if flow_size == "auto":
+        return longer // max(1, longer // AUTO_FLOW_MIN_SIDE)
+    return min(int(flow_size), longer) or longer
+
+
+def flow_input(frame: np.ndarray, options: VideoOptions) -> np.ndarray:
+    """``frame`` as the flow reads it: shrunk to :func:`flow_frame_side`."""
+    return shrink(frame, flow_frame_side(max(frame.shape[:2]), options.flow_size))
+
+
+def flow_image(small_a: np.ndarray, small_b: np.ndarray, options: VideoOptions) -> np.ndarray:
+    """The colour-coded flow ``small_a → small_b`` (RGB uint8) of two :func:`flow_input` frames."""
     return flow_to_color(compute_flow(small_a, small_b, options.method, options.raft))
 
 
 def _pairs(frames: Iterator[Tuple[str, np.ndarray]]
-           ) -> Iterator[Tuple[str, np.ndarray, Optional[np.ndarray]]]:
-    """``(name, frame, the frame its flow goes to)``: the next one, for the last the one before."""
+           ) -> Iterator[Tuple[str, np.ndarray, Optional[Tuple[str, np.ndarray]]]]:
+    """``(name, frame, (name, frame) its flow goes to)``: the next one, for the last the one before."""
     previous: Optional[Tuple[str, np.ndarray]] = None
-    before: Optional[np.ndarray] = None
+    before: Optional[Tuple[str, np.ndarray]] = None
     for name, frame in frames:
         if previous is not None:
-            yield previous[0], previous[1], frame
-            before = previous[1]
+            yield previous[0], previous[1], (name, frame)
+            before = previous
         previous = (name, frame)
     if previous is not None:
         yield previous[0], previous[1], before  # a one-frame clip has no flow at all
@@ -143,6 +159,13 @@ def video_samples(video: Path, sequence: str, options: VideoOptions, done: Calla
     RGB frame for the overlay. ``on_flow(name)`` is called after each flow. A clip of one frame
     has no flow: a :class:`BadInputError`.
     """
+    small: dict = {}  # name -> flow_input of the frames of the current pair
+
+    def shrunk(name: str, frame: np.ndarray) -> np.ndarray:
+        if name not in small:
+            small[name] = flow_input(frame, options)
+        return small[name]
+
     for name, frame, other in _pairs(_timed(read_frames(video), clock, "decode")):
         sample = {"sequence": sequence, "frame": name, "frame_path": "", "rgb": frame,
                   "height": frame.shape[0], "width": frame.shape[1]}
@@ -153,7 +176,8 @@ def video_samples(video: Path, sequence: str, options: VideoOptions, done: Calla
                                 "pass a clip of two frames or more")
         if not done(name):
             with clock.time("flow"):
-                flow = flow_image(frame, other, options)
+                flow = flow_image(shrunk(name, frame), shrunk(*other), options)
+                small = {key: small[key] for key in (name, other[0])}  # the next pair's first
             if on_flow is not None:
                 on_flow(name)
             if options.keep_dir is not None:
