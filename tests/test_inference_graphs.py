@@ -45,7 +45,10 @@ def predict(predictor, out: Path, device: torch.device = torch.device("cpu")):
 
 
 def maps(folder: Path) -> dict:
-    return {path.name: np.asarray(Image.open(path)) for path in sorted(folder.rglob("*.png"))}
+    def read(path: Path) -> np.ndarray:
+        with Image.open(path) as image:
+            return np.asarray(image)
+    return {path.name: read(path) for path in sorted(folder.rglob("*.png"))}
 
 
 def example(device: torch.device = torch.device("cpu")) -> torch.Tensor:
