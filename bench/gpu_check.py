@@ -407,6 +407,7 @@ def graphs_probe(dry: bool) -> dict:
     replayed = capture_predictor(folded, image, flow, dtype, capture=None if cuda else RerunCapture())
     if cuda and isinstance(replayed, GraphReplay):
         result["folded_cuda_graph_fps"] = frames_per_s(lambda: replayed(image, flow), batch, sync, repeats)
+    result["replay"] = "CUDA graph" if cuda else "CPU stand-in (re-runs the captured call)"
     return {**result, **graph_fidelity(folded, replayed, device, batch, size, "bf16" if cuda else "off")}
 
 

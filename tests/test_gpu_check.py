@@ -43,6 +43,7 @@ def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.Comple
     assert steps["inference_graphs"]["official_fp32_batch1_fps"] > 0
     assert steps["inference_graphs"]["folded_cuda_graph_fps"] is None  # no CUDA graphs on the CPU
     # the replay's fidelity through the pipeline, with the CPU stand-in of the capture
+    assert steps["inference_graphs"]["replay"].startswith("CPU stand-in")
     assert steps["inference_graphs"]["graph_vs_eager_frames"] == 5
     assert steps["inference_graphs"]["graph_vs_eager_max_abs_diff"] == 0
     assert steps["inference_graphs"]["eager_vs_eager_max_abs_diff"] == 0
