@@ -45,6 +45,8 @@ from utils.data.verify import verify_samples
 from utils.device import AMP_DTYPES, add_amp_argument, resolve_device
 from utils.flow.generate import RaftOptions, check_video
 from utils.flow.options import add_flow_arguments
+from utils.inference.cuda_graph import (CUDA_GRAPH_CHOICES, GraphReplay, capture_predictor,
+                                        resolve_cuda_graphs)
 from utils.inference.postprocess import MODES
 from utils.inference.predict import (BACKENDS, PredictionStats, PredictOptions, Predictor,
                                      check_no_empty_sequence, load_predictor, predict_dataset,
@@ -76,6 +78,7 @@ class InferenceConfig:
     device: str = "auto"
     backend: str = "auto"
     amp: str = "off"
+    cuda_graphs: str = "auto"
     workers: Union[int, str] = "auto"
     no_cache: bool = False
     mode: str = "saliency"
@@ -115,6 +118,7 @@ class InferenceResult:
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     overlay_gif: Optional[str] = None
     cache: Optional[str] = None  # the onnx backend's export cache: hit, miss or off
+    cuda_graphs: bool = False  # the network was replayed as one captured CUDA graph
 
     @property
     def fast(self) -> bool:
@@ -168,6 +172,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_fast", dest="backend", action="store_const", const="plain",
                         help="alias of --backend plain")
     add_amp_argument(parser, defaults.amp, "autocast precision of the forward pass")
+    parser.add_argument("--cuda_graphs", nargs="?", const="on", choices=CUDA_GRAPH_CHOICES,
+                        default=defaults.cuda_graphs,
+                        help="capture the network once as a CUDA graph and replay it for every batch "
+                             "(a bare --cuda_graphs = on; on needs CUDA); auto = on on CUDA for the "
+                             "plain and eager backends")
     parser.add_argument("--workers", default=defaults.workers,
                         help="DataLoader worker processes (0 = load on a thread of the main "
                              "process); auto = 1 on the CPU, min(8, cores, batches) on CUDA")
@@ -339,6 +348,13 @@ def _check_config(config: InferenceConfig) -> None:
             raise BadInputError(f"--flow_size {config.flow_size} is negative",
                                 "use auto, 0 (full size) or e.g. 640")
 
+    def cuda_graphs() -> None:
+        try:
+            device = resolve_device(config.device)
+        except UserError:
+            return  # the device check reports it
+        resolve_cuda_graphs(config.cuda_graphs, device, config.backend)
+
     def crf() -> None:
         if config.crf:
             from utils.inference.crf import require_densecrf
@@ -347,7 +363,7 @@ def _check_config(config: InferenceConfig) -> None:
             except ImportError as error:
                 raise UserError(str(error)) from error
     check_all([testsize, threshold, amp, lambda: require_checkpoint(config.model_path), video, flow_size, crf,
-               lambda: resolve_device(config.device)], "argument problems")
+               lambda: resolve_device(config.device), cuda_graphs], "argument problems")
 
 
 def _source_record(config: InferenceConfig, inputs: Dict[str, object]) -> Dict[str, object]:
@@ -416,6 +432,14 @@ def _keep_dir(config: InferenceConfig, video: Path) -> Optional[Path]:
     return keep
 
 
+def _captured(predictor: Predictor, batchsize: int, testsize: int, device: torch.device,
+              amp: str) -> Predictor:
+    """``predictor`` replayed from a CUDA graph captured at the run's one input shape (or itself,
+    after a warning, if the capture fails)."""
+    example = torch.zeros(batchsize, 3, testsize, testsize, device=device)
+    return capture_predictor(predictor, example, example, AMP_DTYPES[amp])
+
+
 def _run_video(config: InferenceConfig, predictor: Predictor, device: torch.device,
                options: PredictOptions, frames: int) -> Tuple[PredictionStats, Path]:
     """Stream ``--video`` through the pipeline; return its stats and the overlay GIF's path."""
@@ -440,6 +464,7 @@ def predict(config: InferenceConfig) -> InferenceResult:
     set_offline(config.offline)
     device = resolve_device(config.device)
     backend = resolve_backend(config.backend, device, config.amp)
+    graphs = resolve_cuda_graphs(config.cuda_graphs, device, backend)
     test_save = Path(config.test_save)
     inputs = {"--video": config.video} if config.video else {"--dataset_path": config.dataset_path}
     jobs, absent = ([], []) if config.video else _dataset_jobs(config)
@@ -468,12 +493,15 @@ def predict(config: InferenceConfig) -> InferenceResult:
         loaded = load_predictor(config.model_path, device, config.backbone, backend,
                                 config.testsize, cache=not config.no_cache, amp=config.amp)
         predictor, backbone = loaded.predictor, loaded.backbone
+        if graphs:
+            predictor = _captured(predictor, batchsize, config.testsize, device, config.amp)
         record_source(test_save, source)  # the checkpoint is usable: these maps are now its
         for folder in folders:
             remove_stale_temporaries(folder)
         cache = "" if loaded.cache is None else f" (export cache {loaded.cache})"
-        print(f"inference: backend {backend}{cache}, batch {batchsize}, amp {config.amp}, device {device}, "
-              f"{backbone}, {frames} frames, mode {config.mode}")
+        replayed = isinstance(predictor, GraphReplay)
+        print(f"inference: backend {backend}{cache}{', CUDA graph' if replayed else ''}, batch {batchsize}, "
+              f"amp {config.amp}, device {device}, {backbone}, {frames} frames, mode {config.mode}")
         options = PredictOptions(mode=config.mode, threshold=config.threshold, batchsize=batchsize,
                                  workers=workers, amp=config.amp, crf=config.crf,
                                  skip_existing=config.skip_existing,
@@ -505,7 +533,7 @@ def predict(config: InferenceConfig) -> InferenceResult:
         absent_datasets=absent, written=len(total.written), unpredicted=unpredicted,
         model_fps=_round(total.model_fps), end_to_end_fps=_round(total.end_to_end_fps),
         stage_seconds=total.stage_seconds, overlay_gif=None if gif is None else str(gif),
-        cache=loaded.cache)
+        cache=loaded.cache, cuda_graphs=replayed)
     _print_summary(result.summary())
     return result
 

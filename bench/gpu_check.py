@@ -17,8 +17,13 @@ step runs):
 2. ``inference_small``: the same two paths on a 36-frame toy set (start-up dominates; the
    default must still be at least as fast as the plain path).
 3. ``inference_graphs``: model-only frames/s at 352, batch 32, bf16 of the plain forward, the
-   BN-folded eager network and that network replayed as one CUDA graph, plus the official
-   arithmetic's baseline: the plain forward in fp32 at batch 1.
+   BN-folded eager network and that network replayed as one CUDA graph
+   (:mod:`utils.inference.cuda_graph`, as ``inference.py`` captures it), plus the official
+   arithmetic's baseline: the plain forward in fp32 at batch 1. Then the fidelity of the replay:
+   the streaming pipeline writes the maps of 65 random frames (two batches and a padded one)
+   eagerly, replayed from the graph, and eagerly again; the replayed maps may differ from the
+   first eager ones by no more than 1 grey level or than the second eager run does (the GPU's own
+   run-to-run noise). The dry run replays through a CPU stand-in of the capture.
 4. ``train_step``: ``bench.bench_train`` at 352, batch 16: the fp32 step as it was (a host wait
    after every size, per-parameter SGD) against train.py's step in bf16 + channels_last and in
    fp32, with ``--profile`` (kernels per step, GPU busy share, top kernels).
@@ -27,8 +32,12 @@ step runs):
    train.py starts no process group, so the probe is what shows NCCL itself works.
 
 ``targets`` compares the run with the goals: end to end >= 50% of model-only at the same batch and
-precision, default >= plain on both set sizes, bf16 + channels_last >= 1.5x the old fp32 training
-step, ``train.py`` >= 85% of its own step rate. The report: ``{"meta": {...}, "steps": {name:
+precision, default >= plain on both set sizes, the graph replay's maps as the eager ones, bf16 +
+channels_last >= 1.5x the old fp32 training step, ``train.py`` >= 85% of its own step rate; and
+whether graphs were used: ``pipeline_cuda_graphs`` (step 3), ``end_to_end_cuda_graphs`` (step 1,
+when bench_inference's rows carry inference's ``cuda_graphs`` summary key) and the capture
+warnings of steps 1 and 2. A replay that differs from eager or a capture that failed in step 3
+makes the check fail (exit 1). The report: ``{"meta": {...}, "steps": {name:
 {"status", "seconds", "command", "result", "error", "output_tail"}}, "targets": {...}}``; it is
 rewritten after every step, so a killed run keeps what finished.
 """
@@ -51,8 +60,8 @@ from typing import Callable, Optional, Sequence
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("inference", "inference_small", "inference_graphs", "train_step", "torchrun")
 STEP_KEYS = ("status", "seconds", "command", "result")
-#: Time limit of each step in seconds on the GPU (sum 430 s + the report: under 8 minutes).
-LIMITS = {"inference": 150, "inference_small": 50, "inference_graphs": 50, "train_step": 100,
+#: Time limit of each step in seconds on the GPU (sum 440 s + the report: under 8 minutes).
+LIMITS = {"inference": 150, "inference_small": 50, "inference_graphs": 60, "train_step": 100,
           "torchrun": 80}
 #: The dry run checks the report's shape, not speed: a shared CPU gets generous limits.
 DRY_RUN_LIMIT = 400
@@ -60,6 +69,8 @@ DRY_RUN_LIMIT = 400
 DRY_RUN_ENV = {"OMP_NUM_THREADS": "1"}
 #: Packages the GPU image lacks that a step imports (train.py logs through tensorboardX).
 CARRIED = {"tensorboardX": ("train_step", "torchrun")}
+#: Grey levels the graph replay's maps may differ from the eager maps (or as much as two eager runs).
+GRAPH_TOLERANCE = 1
 #: Training-step options compared (names of bench.bench_train's GPU options): the baseline (the
 #: fp32 step as it was before the step lost its host waits) first, the target option second.
 TRAIN_OPTIONS = ("fp32 old step", "bf16+channels_last", "fp32")
@@ -215,6 +226,7 @@ def _best(steps: dict, name: str, config: str) -> dict:
 
 def targets(steps: dict) -> dict:
     """The GPU targets against what this run measured (None: not measured)."""
+    from utils.inference.cuda_graph import FALLBACK_WARNING
     graphs = (steps.get("inference_graphs") or {}).get("result") or {}
     rows = (steps.get("train_step") or {}).get("result") or []
     by_option = {r.get("option"): r.get("samples_per_s") for r in rows}
@@ -230,6 +242,11 @@ def targets(steps: dict) -> dict:
         "36_frames": _ratio(small["default"].get("end_to_end_fps"), small["plain"].get("end_to_end_fps"))}
     train = _ratio(rates[1], rates[0])
     loader = _ratio(train_rate, rates[1])
+    replay_diff, eager_diff = (graphs.get(k) for k in ("graph_vs_eager_max_abs_diff",
+                                                        "eager_vs_eager_max_abs_diff"))
+    warnings = [line for name in ("inference", "inference_small")
+                for tail in (steps.get(name) or {}).get("output_tail", [])
+                for line in tail.splitlines() if line.startswith(FALLBACK_WARNING)]
     return {"official_fp32_batch1_fps": graphs.get("official_fp32_batch1_fps"),
             "model_only_fps_at_352_bf16": graphs.get("folded_eager_fps"),
             "model_only_cuda_graph_fps": graphs.get("folded_cuda_graph_fps"),
@@ -241,6 +258,13 @@ def targets(steps: dict) -> dict:
             "end_to_end_met": None if end_to_end is None else end_to_end >= 0.5,
             "default_over_plain_end_to_end": default_over_plain,
             "default_over_plain_target": ">= 1.0 on both sets",
+            "pipeline_cuda_graphs": graphs.get("pipeline_cuda_graphs"),
+            "end_to_end_cuda_graphs": default.get("cuda_graphs"),
+            "graph_capture_warnings": warnings,
+            "graph_vs_eager_max_abs_diff": replay_diff,
+            "graph_fidelity_target": f"<= max({GRAPH_TOLERANCE}, eager_vs_eager_max_abs_diff) grey levels",
+            "graph_fidelity_met": (None if replay_diff is None or eager_diff is None
+                                   else replay_diff <= max(GRAPH_TOLERANCE, eager_diff)),
             "train_bf16_channels_last_over_fp32": train,
             "train_bf16_target": ">= 1.5",
             "train_py_over_step_rate": loader,
@@ -266,6 +290,14 @@ def check_report(report: dict, steps: Sequence[str]) -> list[str]:
             problems.append(f"step {name}: status {step.get('status')}")
         elif not step.get("result"):
             problems.append(f"step {name}: empty result")
+    targets = report.get("targets") or {}
+    if targets.get("graph_fidelity_met") is False:
+        problems.append(f"the CUDA graph's maps differ from the eager maps by "
+                        f"{targets.get('graph_vs_eager_max_abs_diff')} grey levels "
+                        f"(target {targets.get('graph_fidelity_target')})")
+    if targets.get("pipeline_cuda_graphs") is False:
+        problems.append("the pipeline ran eagerly: the CUDA graph capture failed (the "
+                        "inference_graphs step's output names the reason)")
     return problems
 
 
@@ -338,14 +370,19 @@ def frames_per_s(fn: Callable[[], object], batch: int, sync: Callable[[], None],
 
 def graphs_probe(dry: bool) -> dict:
     """Step 3's body: model-only frames/s of plain, folded-eager and CUDA-graph-replayed forwards
-    (bf16, batch 32), and the official arithmetic's baseline (plain, fp32, batch 1)."""
+    (bf16, batch 32), the official arithmetic's baseline (plain, fp32, batch 1), and the replay's
+    fidelity through the pipeline (:func:`graph_fidelity`)."""
     import torch
     from lib.fast import build_fast_model
     from lib.fsnet import FSNet
+    from tests.cuda_graph_standin import RerunCapture
     from tests.random_weights import randomize_weights
+    from utils.device import autocast
+    from utils.inference.cuda_graph import GraphReplay, capture_predictor
     cuda = torch.cuda.is_available() and not dry
     device = torch.device("cuda" if cuda else "cpu")
     size, batch, repeats = (64, 2, 2) if dry else (352, 32, 20)
+    dtype = torch.bfloat16 if cuda else None
     torch.backends.cudnn.benchmark = cuda
     model = randomize_weights(FSNet("res2net50")).eval().to(device)
     folded = build_fast_model(model, backend="eager").to(device)
@@ -353,12 +390,9 @@ def graphs_probe(dry: bool) -> dict:
                    for _ in range(2))
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda, cache_enabled=False)
-
     def run(net: Callable) -> Callable[[], object]:
         def call() -> object:
-            with torch.inference_mode(), autocast():
+            with torch.inference_mode(), autocast(device.type, dtype):
                 return net(image, flow)
         return call
 
@@ -369,17 +403,46 @@ def graphs_probe(dry: bool) -> dict:
     single = tuple(t[:1].contiguous() for t in (image, flow))
     with torch.inference_mode():
         result["official_fp32_batch1_fps"] = frames_per_s(lambda: model(*single)[0], 1, sync, repeats)
-    if cuda:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            run(folded)()  # warm-up on a side stream, as graph capture requires
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode(), autocast():
-            folded(image, flow)
-        result["folded_cuda_graph_fps"] = frames_per_s(graph.replay, batch, sync, repeats)
-    return result
+    # the dry run replays through the CPU stand-in: the same wrapper and pipeline, no graph
+    replayed = capture_predictor(folded, image, flow, dtype, capture=None if cuda else RerunCapture())
+    if cuda and isinstance(replayed, GraphReplay):
+        result["folded_cuda_graph_fps"] = frames_per_s(lambda: replayed(image, flow), batch, sync, repeats)
+    result["replay"] = "CUDA graph" if cuda else "CPU stand-in (re-runs the captured call)"
+    return {**result, **graph_fidelity(folded, replayed, device, batch, size, "bf16" if cuda else "off")}
+
+
+def graph_fidelity(eager: Callable, replayed: Callable, device: object, batch: int, size: int,
+                   amp: str) -> dict:
+    """The pipeline's 8-bit maps of ``2 * batch + 1`` random frames (the last batch padded) with
+    the ``eager`` network, with its ``replayed`` graph and with the eager network again: the
+    largest differences in grey levels (replay vs first eager, second eager vs first eager) and
+    whether the pipeline replayed a graph."""
+    import numpy as np
+    import torch
+    from utils.inference.pipeline import PredictOptions, batches_of, run_pipeline
+    frames = 2 * batch + 1
+
+    def samples():
+        for index in range(frames):
+            generator = torch.Generator().manual_seed(index)
+            yield {"image": torch.randn(3, size, size, generator=generator),
+                   "flow": torch.randn(3, size, size, generator=generator), "sequence": "probe",
+                   "frame": f"{index:05d}", "height": size, "width": size}
+
+    options = PredictOptions(batchsize=batch, amp=amp, show_progress=False, writer_threads=4)
+
+    def maps(predictor: Callable, out_dir: Path) -> tuple:
+        arrays: list = []  # the sink sees the maps in frame order
+        stats = run_pipeline(predictor, batches_of(samples(), batch), out_dir, device, options, frames,
+                             on_mask=lambda _, array: arrays.append(array))
+        return np.stack(arrays).astype(np.int16), stats.cuda_graphs
+
+    with tempfile.TemporaryDirectory(prefix="gpu_check_fidelity.") as tmp:
+        (first, _), (graph, used), (second, _) = (maps(p, Path(tmp) / str(i))
+                                                  for i, p in enumerate((eager, replayed, eager)))
+    return {"pipeline_cuda_graphs": used, "graph_vs_eager_frames": frames,
+            "graph_vs_eager_max_abs_diff": int(np.abs(graph - first).max()),
+            "eager_vs_eager_max_abs_diff": int(np.abs(second - first).max())}
 
 
 def nccl_probe(dry: bool) -> str:

@@ -42,6 +42,11 @@ def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.Comple
     assert steps["inference_graphs"]["plain_fps"] > 0 and steps["inference_graphs"]["folded_eager_fps"] > 0
     assert steps["inference_graphs"]["official_fp32_batch1_fps"] > 0
     assert steps["inference_graphs"]["folded_cuda_graph_fps"] is None  # no CUDA graphs on the CPU
+    # the replay's fidelity through the pipeline, with the CPU stand-in of the capture
+    assert steps["inference_graphs"]["replay"].startswith("CPU stand-in")
+    assert steps["inference_graphs"]["graph_vs_eager_frames"] == 5
+    assert steps["inference_graphs"]["graph_vs_eager_max_abs_diff"] == 0
+    assert steps["inference_graphs"]["eager_vs_eager_max_abs_diff"] == 0
     options = [row["option"] for row in steps["train_step"]]
     assert options == ["old step (fp32)", "bf16 + channels_last"]
     assert all(row["samples_per_s"] > 0 and "profile" in row for row in steps["train_step"])
@@ -52,6 +57,9 @@ def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.Comple
                 "official_fp32_batch1_fps"):
         assert targets[key] > 0, key
     assert all(v > 0 for v in targets["default_over_plain_end_to_end"].values())
+    assert targets["pipeline_cuda_graphs"] is True and targets["graph_fidelity_met"] is True
+    assert targets["graph_vs_eager_max_abs_diff"] == 0 and targets["graph_capture_warnings"] == []
+    assert targets["end_to_end_cuda_graphs"] in (None, False)  # the CPU runs no graphs
     assert all(step["error"] is None for step in report["steps"].values())
 
 
@@ -63,6 +71,24 @@ def test_check_report_names_what_is_missing() -> None:
     assert problems == ["missing top-level key 'targets'", "step inference: status timeout",
                         "step train_step: no 'result'", "step train_step: empty result",
                         "step torchrun missing"]
+
+
+def test_check_report_fails_a_replay_that_differs_or_did_not_happen() -> None:
+    steps = {"inference_graphs": {"result": {"pipeline_cuda_graphs": True, "graph_vs_eager_max_abs_diff": 3,
+                                             "eager_vs_eager_max_abs_diff": 0}},
+             "inference": {"output_tail": ["warning: CUDA graph capture failed (x); the network runs eagerly"]}}
+    targets = gpu_check.targets(steps)
+    assert targets["graph_fidelity_met"] is False and len(targets["graph_capture_warnings"]) == 1
+    report = {"meta": {}, "steps": {}, "targets": targets}
+    assert gpu_check.check_report(report, ()) == [
+        "the CUDA graph's maps differ from the eager maps by 3 grey levels (target <= max(1, "
+        "eager_vs_eager_max_abs_diff) grey levels)"]
+    steps["inference_graphs"]["result"].update(pipeline_cuda_graphs=False, eager_vs_eager_max_abs_diff=3)
+    report["targets"] = gpu_check.targets(steps)
+    assert report["targets"]["graph_fidelity_met"] is True  # as noisy as eager against eager
+    assert gpu_check.check_report(report, ()) == [
+        "the pipeline ran eagerly: the CUDA graph capture failed (the inference_graphs step's output "
+        "names the reason)"]
 
 
 def test_unwritable_report_path_is_refused_before_any_step(tmp_path: Path) -> None:

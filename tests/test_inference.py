@@ -26,6 +26,9 @@ from utils.torch_files import save_checkpoint
 from utils.cli import UserError
 from utils.data.dataset import TestDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
+from tests.cli_checks import assert_user_error
+from tests.cuda_graph_standin import RerunCapture
+from utils.inference import cuda_graph
 from utils.inference.video import VideoOptions, video_samples
 from utils.inference.workers import StageClock
 from utils.job import Job, current_job
@@ -396,3 +399,23 @@ def test_video_resume_keeps_every_frame_in_the_gif(clip, checkpoint, tmp_path):
     assert again["written"] == 1 and again["datasets"][0]["skipped_existing"] == 3
     with Image.open(again["overlay_gif"]) as gif:
         assert gif.n_frames == 4
+
+
+def test_cuda_graphs_on_needs_cuda(toy, checkpoint, tmp_path, capsys):
+    code = inference.main(["--model_path", str(checkpoint), "--dataset_path", str(toy / "TestSet"),
+                           "--test_save", str(tmp_path / "out"), "--device", "cpu", "--cuda_graphs"])
+    assert_user_error(code, capsys.readouterr().err, "--cuda_graphs on needs CUDA", "--device cuda")
+    assert not (tmp_path / "out").exists()
+
+
+def test_graph_replay_in_inference_keeps_the_maps(toy, checkpoint, saliency_run, tmp_path, monkeypatch):
+    """With graphs forced on (a CPU stand-in of the capture), a run captures once and writes the
+    maps of the eager run; the summary says which ran."""
+    assert saliency_run[1]["cuda_graphs"] is False
+    capture = RerunCapture()
+    monkeypatch.setattr(inference, "resolve_cuda_graphs", lambda *args: True)
+    monkeypatch.setattr(cuda_graph, "capture_cuda_graph", capture)
+    summary = run(checkpoint, tmp_path, "--no_fast", "--batchsize", "3", dataset_path=toy / "TestSet")
+    assert summary["cuda_graphs"] is True and capture.captures == 1 and capture.replays == 2
+    for path in (saliency_run[0] / "Toy").rglob("*.png"):
+        np.testing.assert_array_equal(read_png(tmp_path / path.relative_to(saliency_run[0])), read_png(path))

@@ -44,6 +44,13 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     return device
 
 
+def autocast(device_type: str, dtype: Optional[torch.dtype], cache_enabled: bool = True) -> torch.autocast:
+    """``torch.autocast`` to ``dtype`` (an :data:`AMP_DTYPES` value; ``None``: disabled).
+    ``cache_enabled=False`` for CUDA-graph capture, which cannot keep autocast's cast cache."""
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None,
+                          cache_enabled=cache_enabled)
+
+
 @contextlib.contextmanager
 def torch_threads(count: Optional[int]) -> Iterator[None]:
     """Run the block with ``count`` torch threads (``None`` or 0: unchanged), then restore."""

@@ -8,7 +8,8 @@ Stages (each bounded, so memory does not grow with the input):
    source on a background thread behind a queue of ``options.prefetch`` batches.
 2. **device**: :class:`DeviceFeeder` copies the next batch to the device while the current one
    runs (CUDA: pinned memory, ``non_blocking`` on a side stream). Every batch is padded to the
-   run's one batch size (:func:`pad_batch`), so cuDNN autotuning or a trace happens once per run.
+   run's one batch size (:func:`pad_batch`), so cuDNN autotuning, a trace or a CUDA-graph
+   capture (:mod:`utils.inference.cuda_graph`) happens once per run.
 3. **network** on the main thread; the logits are upsampled to each frame's size (sigmoid) on
    the device, and on CUDA turned into the 8-bit map there too, then copied back without a
    host synchronisation (:class:`InFlight`). A batch is retired (its results waited for and
@@ -35,7 +36,8 @@ from torch import Tensor
 
 from utils.cli import UserError, progress
 from utils.data.images import read_rgb
-from utils.device import AMP_DTYPES, torch_threads
+from utils.device import AMP_DTYPES, autocast, torch_threads
+from utils.inference.cuda_graph import GraphReplay
 from utils.inference.postprocess import finish_map, logits_to_probability, probability_to_uint8
 from utils.io import atomic_write_with, open_image
 from utils.inference.workers import OrderedPool, StageClock, prefetch
@@ -62,6 +64,7 @@ class PredictionStats:
     model_seconds: float = 0.0
     wall_seconds: float = 0.0
     stage_seconds: Dict[str, float] = field(default_factory=dict)
+    cuda_graphs: bool = False  # the forward passes were replays of one captured CUDA graph
 
     @property
     def model_fps(self) -> Optional[float]:
@@ -279,7 +282,7 @@ def run_pipeline(predictor: Predictor, batches: Iterable[dict], out_dir: Path, d
     ``on_mask(sample, map)`` is called in frame order after each map is on disk.
     Non-finite logits stop the run with a :class:`UserError`.
     """
-    stats, clock = PredictionStats(), clock or StageClock()
+    stats, clock = PredictionStats(cuda_graphs=isinstance(predictor, GraphReplay)), clock or StageClock()
     size, dtype = options.batchsize, AMP_DTYPES[options.amp]
     feeder, forward_clock = DeviceFeeder(device), ForwardClock(device)
     finish_on_device = (device.type != "cpu" if options.maps_on_device is None
@@ -300,8 +303,9 @@ def run_pipeline(predictor: Predictor, batches: Iterable[dict], out_dir: Path, d
         count, batch = len(samples), feeder.ready(batch)
         image, flow = pad_batch(batch["image"], size), pad_batch(batch["flow"], size)
         with torch.inference_mode():
-            with forward_clock.forward(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                         enabled=dtype is not None):
+            with forward_clock.forward(), autocast(device.type, dtype):
+                # a GraphReplay's logits are its static output: everything below reads them on
+                # this stream before the next launch replays the graph (the maps are new tensors)
                 logits = predictor(image, flow)[:count]
             finite = torch.isfinite(logits).flatten(1).all(1)
             maps = _postprocess_on_device(logits, samples, options, finish_on_device)
