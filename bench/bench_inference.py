@@ -129,6 +129,7 @@ def run_config(argv: list[str], cache_dir: Path) -> dict:
     return {"backend": summary["backend"], "batchsize": summary["batchsize"],
             "frames": summary["written"], "model_fps": summary["model_fps"],
             "end_to_end_fps": summary["end_to_end_fps"], "cache": summary.get("cache"),
+            "cuda_graphs": summary.get("cuda_graphs"),
             "process_seconds": seconds, "peak_rss_mb": peak}
 
 
