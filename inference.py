@@ -179,7 +179,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "plain and eager backends")
     parser.add_argument("--workers", default=defaults.workers,
                         help="DataLoader worker processes (0 = load on a thread of the main "
-                             "process); auto = 1 on the CPU, min(8, cores, batches) on CUDA")
+                             "process); with --video, threads computing the flow (0 counts as 1); "
+                             "auto = 1 on the CPU, min(8, cores, batches) on CUDA")
     parser.add_argument("--no_cache", action="store_true",
                         help="--backend onnx: export the checkpoint again instead of reusing the "
                              "export cached in the torch hub folder (fsnet/onnx/)")

@@ -1,6 +1,7 @@
 """Flow tool: colour coding, flow methods, flip decoding, planning, resume, raw output, RAFT."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -189,10 +190,27 @@ def test_flow_keeps_the_frame_geometry_the_loaders_read(tmp_path):
     assert read_rgb(tmp_path / "OF_FlowNet2" / "00000.jpg").size == read_rgb(frames / "00000.jpg").size == (W, H)
 
 
+def _in_a_new_thread(function):
+    """``function()`` run on a thread of its own (its own DIS instances)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function).result()
+
+
 def test_dis_result_does_not_depend_on_earlier_frame_sizes():
-    from utils.flow.generate import _dis
-    _dis.cache_clear()
-    fresh = compute_flow(_shifted(0, 0), _shifted(2, 0))
-    small = _texture(3, 24, 32)
-    compute_flow(small, np.roll(small, 1, axis=1))  # DIS adapts (and keeps) its scale to small frames
-    np.testing.assert_array_equal(compute_flow(_shifted(0, 0), _shifted(2, 0)), fresh)
+    def history() -> tuple:
+        fresh = compute_flow(_shifted(0, 0), _shifted(2, 0))
+        small = _texture(3, 24, 32)
+        compute_flow(small, np.roll(small, 1, axis=1))  # DIS adapts (and keeps) its scale to small frames
+        return fresh, compute_flow(_shifted(0, 0), _shifted(2, 0))
+    fresh, after = _in_a_new_thread(history)
+    np.testing.assert_array_equal(after, fresh)
+
+
+def test_dis_in_threads_at_once_equals_one_thread():
+    """Each thread has its own DIS instances: concurrent flows equal the sequential ones."""
+    pairs = [(_shifted(0, 0), _shifted(dx, dy)) for dx, dy in ((2, 0), (0, 3), (1, 1), (3, 2))] * 3
+    sequential = _in_a_new_thread(lambda: [compute_flow(a, b) for a, b in pairs])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(lambda pair: compute_flow(*pair), pairs))
+    for one, other in zip(sequential, concurrent):
+        np.testing.assert_array_equal(one, other)

@@ -215,6 +215,19 @@ def test_auto_flow_side_is_a_whole_division_between_640_and_1280(longer):
     assert min(longer, video.AUTO_FLOW_MIN_SIDE) <= side <= longer and side < 2 * video.AUTO_FLOW_MIN_SIDE
 
 
+def test_flow_workers_give_the_samples_of_one_worker_in_order(tmp_path):
+    clip = _clip(tmp_path / "clip.avi", 9)
+    runs = {}
+    for workers in (1, 3):
+        flows: list = []
+        runs[workers] = list(video.video_samples(clip, "clip", VideoOptions(testsize=16),
+                                                 lambda name: False, StageClock(), flows.append, workers))
+        assert flows == [f"{i:05d}" for i in range(9)]  # on_flow in frame order
+    assert [s["frame"] for s in runs[3]] == [s["frame"] for s in runs[1]]
+    for one, three in zip(runs[1], runs[3]):
+        assert torch.equal(one["image"], three["image"]) and torch.equal(one["flow"], three["flow"])
+
+
 def test_each_frame_is_shrunk_once_for_its_two_pairs(tmp_path, monkeypatch):
     calls = []
     real = video.flow_input

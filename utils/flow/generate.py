@@ -34,11 +34,11 @@ pool) with all unreadable, truncated or differently sized frames reported in one
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,11 +70,17 @@ OUTPUT_SUFFIXES = (".jpg", ".npy", ".flo")  # what --overwrite removes from anot
 
 # --------------------------------------------------------------------------- computing flow
 
-@functools.lru_cache(maxsize=8)
+_DIS_INSTANCES = threading.local()  # per thread: frame shape -> DIS instance
+
+
 def _dis(shape: Tuple[int, ...]) -> "cv2.DISOpticalFlow":
-    """One DIS instance per frame size: DIS lowers its finest scale for small frames and keeps
-    that setting, so sharing an instance across sizes would make results depend on history."""
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    """One DIS instance per frame size and thread: DIS lowers its finest scale for small frames
+    and keeps that setting, so sharing an instance across sizes would make results depend on
+    history, and an instance's working buffers cannot serve two threads at once."""
+    instances = _DIS_INSTANCES.__dict__.setdefault("by_shape", {})
+    if shape not in instances:
+        instances[shape] = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return instances[shape]
 
 
 @dataclass(frozen=True)

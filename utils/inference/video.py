@@ -1,26 +1,29 @@
 """``inference.py --video``: one clip streamed through the pipeline, decode → flow → model → write.
 
 A reader thread (:func:`utils.inference.pipeline.prefetch`) decodes the frames one by one (OpenCV
-for a video file, the loaders' reader for a folder of frames), computes each frame's flow to the
-next one as soon as that one is decoded (the last frame: backward flow to the previous one, so
-every frame gets a mask), colour-codes it (``utils.flow``) and makes the two input tensors. The
-masks are written as they come, and the overlay GIF grows one frame per mask
-(:class:`utils.inference.overlay.GifStream`). Nothing holds more than a few frames: memory does
-not grow with the clip. Frames and flow images go to disk only with ``keep_dir`` (the
-``--keep_intermediate`` flag). The flow is computed on frames shrunk as ``flow_size`` says
-(:func:`flow_frame_side`; each frame is shrunk once, for both pairs it belongs to): the network
-sees flow at ``testsize`` anyway; docs/inference.md has the trade-off.
+for a video file, the loaders' reader for a folder of frames) and hands each pair (a frame and the
+next one; the last frame: backward flow to the previous one, so every frame gets a mask) to
+``--workers`` flow threads, which compute its flow, colour-code it (``utils.flow``) and make the
+two input tensors; the samples leave in frame order. The masks are written as they come, and the
+overlay GIF grows one frame per mask (:class:`utils.inference.overlay.GifStream`). Nothing holds
+more than a few frames: memory does not grow with the clip. Frames and flow images go to disk
+only with ``keep_dir`` (the ``--keep_intermediate`` flag). The flow is computed on frames shrunk
+as ``flow_size`` says (:func:`flow_frame_side`; each frame is shrunk once, for both pairs it
+belongs to): the network sees flow at ``testsize`` anyway; docs/inference.md has the trade-off.
 """
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Deque, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from utils.cli import BadInputError
 from utils.data.images import list_images, read_rgb
@@ -30,7 +33,7 @@ from utils.flow.generate import RaftOptions, compute_flow
 from utils.inference.overlay import GifStream
 from utils.inference.pipeline import (PredictionStats, PredictOptions, Predictor, batches_of,
                                       output_path, pinned, run_pipeline)
-from utils.inference.workers import OrderedPool, StageClock
+from utils.inference.workers import OrderedPool, StageClock, helper_thread_init
 from utils.io import save_image
 
 
@@ -151,41 +154,67 @@ def _timed(items: Iterator, clock: StageClock, stage: str) -> Iterator:
         yield item
 
 
-def video_samples(video: Path, sequence: str, options: VideoOptions, done: Callable[[str], bool],
-                  clock: StageClock, on_flow: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
-    """Pipeline samples of every frame, made as the frames are decoded.
+def _network_inputs(frame: np.ndarray, small_a: np.ndarray, small_b: np.ndarray,
+                    options: VideoOptions, clock: StageClock) -> Tuple[np.ndarray, Tensor, Tensor]:
+    """A flow worker's job: the flow image of a pair and the network's two input tensors."""
+    with clock.time("flow"):
+        flow = flow_image(small_a, small_b, options)
+    with clock.time("resize"):
+        return (flow, input_tensor(Image.fromarray(frame), options.testsize),
+                input_tensor(Image.fromarray(flow), options.testsize))
 
-    A frame whose map exists (``done(name)``, resuming) gets no flow and no tensors, only its
-    RGB frame for the overlay. ``on_flow(name)`` is called after each flow. A clip of one frame
-    has no flow: a :class:`BadInputError`.
+
+def video_samples(video: Path, sequence: str, options: VideoOptions, done: Callable[[str], bool],
+                  clock: StageClock, on_flow: Optional[Callable[[str], None]] = None,
+                  workers: int = 1) -> Iterator[dict]:
+    """Pipeline samples of every frame, in order, made as the frames are decoded.
+
+    The calling thread decodes and shrinks the frames; ``workers`` threads compute the flow of
+    each pair and the input tensors (DIS, the colour coding and the resizing release the GIL), at
+    most ``2 * workers`` frames ahead. A frame whose map exists (``done(name)``, resuming) gets no
+    flow and no tensors, only its RGB frame for the overlay. ``on_flow(name)`` is called after
+    each flow, in frame order. A clip of one frame has no flow: a :class:`BadInputError`.
     """
     small: dict = {}  # name -> flow_input of the frames of the current pair
+    pending: Deque[Tuple[dict, Optional[Future]]] = deque()
 
     def shrunk(name: str, frame: np.ndarray) -> np.ndarray:
         if name not in small:
-            small[name] = flow_input(frame, options)
+            with clock.time("flow"):
+                small[name] = flow_input(frame, options)
         return small[name]
 
-    for name, frame, other in _pairs(_timed(read_frames(video), clock, "decode")):
-        sample = {"sequence": sequence, "frame": name, "frame_path": "", "rgb": frame,
-                  "height": frame.shape[0], "width": frame.shape[1]}
-        if options.keep_dir is not None and video.is_file():
-            save_image(frame, options.keep_dir / "Frame" / f"{name}.jpg")
-        if other is None:
-            raise BadInputError(f"--video {video} holds a single frame: flow needs two",
-                                "pass a clip of two frames or more")
-        if not done(name):
-            with clock.time("flow"):
-                flow = flow_image(shrunk(name, frame), shrunk(*other), options)
-                small = {key: small[key] for key in (name, other[0])}  # the next pair's first
+    def finished(sample: dict, job: Optional[Future]) -> dict:
+        if job is not None:
+            flow, sample["image"], sample["flow"] = job.result()
             if on_flow is not None:
-                on_flow(name)
+                on_flow(sample["frame"])
             if options.keep_dir is not None:
-                save_image(flow, options.keep_dir / "Flow" / f"{name}.jpg")
-            with clock.time("resize"):
-                sample["image"] = input_tensor(Image.fromarray(frame), options.testsize)
-                sample["flow"] = input_tensor(Image.fromarray(flow), options.testsize)
-        yield sample
+                save_image(flow, options.keep_dir / "Flow" / f"{sample['frame']}.jpg")
+        return sample
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fsnet-flow",
+                              initializer=helper_thread_init)
+    try:
+        for name, frame, other in _pairs(_timed(read_frames(video), clock, "decode")):
+            sample = {"sequence": sequence, "frame": name, "frame_path": "", "rgb": frame,
+                      "height": frame.shape[0], "width": frame.shape[1]}
+            if options.keep_dir is not None and video.is_file():
+                save_image(frame, options.keep_dir / "Frame" / f"{name}.jpg")
+            if other is None:
+                raise BadInputError(f"--video {video} holds a single frame: flow needs two",
+                                    "pass a clip of two frames or more")
+            job = None
+            if not done(name):
+                job = pool.submit(_network_inputs, frame, shrunk(name, frame), shrunk(*other), options, clock)
+                small = {key: small[key] for key in (name, other[0])}  # the next pair's first
+            pending.append((sample, job))
+            while len(pending) > 2 * max(1, workers):
+                yield finished(*pending.popleft())
+        while pending:
+            yield finished(*pending.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torch.device,
@@ -205,9 +234,9 @@ def predict_video(predictor: Predictor, video: Path, out_dir: Path, device: torc
             skipped.append(name)
         return exists
 
-    samples = video_samples(video, sequence, video_options, done, clock, on_flow)
+    samples = video_samples(video, sequence, video_options, done, clock, on_flow, options.workers)
     cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # decoding and DIS on the reader thread only: the cores run the network
+    cv2.setNumThreads(1)  # one OpenCV thread per reader/flow thread: the cores run the network
     try:
         with _overlay(video_options.gif_path, clock, on_mask) as sink:
             batches = pinned(batches_of(samples, options.batchsize), device)
