@@ -72,7 +72,7 @@ from utils.data.synthetic import ToyConfig, make_toy_dataset
 from utils.device import resolve_device, torch_threads
 from utils.training.cuda_graphs import GraphedForward
 from utils.training.distributed import DistEnv
-from utils.training.timing import PHASES
+from utils.training.timing import PHASES, describe
 
 #: The toy set the steps read: 6 sequences x 8 frames -> 42 finetune samples (last frames lack flow).
 BENCH_TOY = ToyConfig(train_sequences=6, train_frames=8, test_sequences=1, test_frames=3, static_images=2)
@@ -369,13 +369,17 @@ def train_py_command(option: StepOption, opts: argparse.Namespace, data_root: Pa
 
 
 def run_train_py(command: list[str], threads: int, save_path: Path) -> tuple[dict, float]:
-    """Run train.py (its output passes through) with ``threads`` OpenMP threads; return its run
-    summary and the process's wall seconds."""
+    """Run train.py with ``threads`` OpenMP threads (its output is passed on when it ends); return
+    its run summary and the process's wall seconds. A failure names its last line of stderr."""
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     seconds = time.perf_counter() - start
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
     if done.returncode:
-        raise UserError(f"train.py failed (exit {done.returncode}; its output is above)",
+        said = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
+        raise UserError(f"train.py failed (exit {done.returncode}): {said[-1]}",
                         f"run it alone to see why: {shlex.join(command)}")
     run_json = save_path / "bench_train" / "pretrain_rgb" / "run.json"
     return json.loads(run_json.read_text())["summary"], seconds
@@ -451,10 +455,8 @@ def print_end_to_end(result: dict) -> None:
             ("train.py process (start to exit)", train_py["process_samples_per_s"])]
     for label, rate in rows:
         print(f"{label:<52}" + ("         -" if rate is None else f"{rate:>10.2f}{rate / step:>7.2f}x"))
-    wall = train_py["wall_s"]
-    print(f"train.py's {wall:.1f} s (process {train_py['process_s']:.1f} s): " + ", ".join(
-        f"{name[:-2].replace('_', ' ')} {train_py[name]:.1f} s ({train_py[name] / wall:.0%})"
-        for name in PHASES))
+    print(f"train.py (process {train_py['process_s']:.1f} s), "
+          + describe(train_py, train_py["global_step"]))
 
 
 def measure_steps(opts: argparse.Namespace, device: torch.device) -> list[dict]:

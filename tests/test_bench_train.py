@@ -3,6 +3,7 @@ process beside the step and the report has its documented shape (no timing asser
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,9 @@ def test_end_to_end_runs_train_py_at_the_steps_sizes(tmp_path: Path) -> None:
     assert bench_train.train.scale_sizes(config.trainsize, config.rates) == [256, 352, 448]
     assert bench_train.step_sizes(352, opts.multiscale) == (256, 352, 448)
     assert (config.amp, config.channels_last, config.workers, config.batchsize) == ("bf16", True, 4, 16)
+
+
+def test_a_failed_train_py_is_named_by_its_own_last_line(tmp_path: Path) -> None:
+    failing = [sys.executable, "-c", "import sys; print('progress'); sys.exit('error: no data — add some')"]
+    with pytest.raises(bench_train.UserError, match=r"train.py failed \(exit 1\): error: no data — add some"):
+        bench_train.run_train_py(failing, 1, tmp_path)

@@ -80,10 +80,12 @@ def describe(timing: dict[str, float | None], steps: int) -> str:
     """One line for the end of a run: the two rates and every phase of :meth:`RunClock.summary`."""
     def rate(key: str) -> str:
         return "-" if timing[key] is None else f"{timing[key]:.3g}"
-    phases = ", ".join(f"{name[:-2].replace('_', ' ')} {timing[name]:.1f}" for name in PHASES)
+    wall = timing["wall_s"] or 1.0
+    phases = ", ".join(f"{name[:-2].replace('_', ' ')} {timing[name]:.1f} s ({timing[name] / wall:.0%})"
+                       for name in PHASES)
     return (f"{steps} steps: {rate('steady_samples_per_s')} samples/s steady (after the first "
             f"step, checkpoints excluded), {rate('whole_run_samples_per_s')} over the whole run; "
-            f"seconds of {timing['wall_s']:.1f}: {phases}")
+            f"of {timing['wall_s']:.1f} s: {phases}")
 
 
 def _round(value: float | None) -> float | None:
