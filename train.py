@@ -62,7 +62,7 @@ from utils.training.finetune_init import (
 )
 from utils.training.run_info import collect_run_info
 from utils.training.state import (
-    capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
+    all_finite, capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
     save_train_state,
 )
 from utils.training.timing import RunClock, describe
@@ -687,7 +687,7 @@ def save_state(run: Run, epoch: int, batch_in_epoch: int) -> None:
     stops the run and the previous last.pth stays as it was."""
     rng_states = distributed.gather_objects(capture_rng(), run.env)  # collective: every rank
     state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()}
-    bad = first_non_finite(state)
+    bad = None if all_finite(state) else first_non_finite(state)  # the exact check names the tensor
     if distributed.any_rank(bad is not None, run.env):
         raise diverged(run, f"non-finite model state after epoch {epoch + (batch_in_epoch > 0)}, "
                             f"batch {batch_in_epoch or run.steps_per_epoch}: "
