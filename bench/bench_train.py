@@ -446,7 +446,7 @@ def _over(rate: Optional[float], step: float) -> Optional[float]:
 def print_end_to_end(result: dict) -> None:
     """The end-to-end report: the rates as ratios to the step, and train.py's time shares."""
     step, train_py = result["step_samples_per_s"], result["train_py"]
-    print(f"{'':<52}{'samples/s':>10}{'ratio':>8}")
+    print(f"{'':<52}{'samples/s':>10}{'ratio':>10}")
     rows = [("step alone (data in memory), before/after: " + "/".join(
                 f"{r:.2f}" for r in result["step_samples_per_s_before_after"]), step),
             (f"loader alone ({result['workers']} workers)", result["loader_samples_per_s"]),
@@ -454,7 +454,7 @@ def print_end_to_end(result: dict) -> None:
             ("train.py whole run (train() to its summary)", train_py["whole_run_samples_per_s"]),
             ("train.py process (start to exit)", train_py["process_samples_per_s"])]
     for label, rate in rows:
-        print(f"{label:<52}" + ("         -" if rate is None else f"{rate:>10.2f}{rate / step:>7.2f}x"))
+        print(f"{label:<52}" + ("         -" if rate is None else f"{rate:>10.2f}{rate / step:>9.2f}x"))
     print(f"train.py (process {train_py['process_s']:.1f} s), "
           + describe(train_py, train_py["global_step"]))
 
