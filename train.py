@@ -62,9 +62,10 @@ from utils.training.finetune_init import (
 )
 from utils.training.run_info import collect_run_info
 from utils.training.state import (
-    capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
+    all_finite, capture_rng, check_resume_args, load_train_state, params_digest, restore_rng,
     save_train_state,
 )
+from utils.training.timing import RunClock, describe
 from utils.weights import NO_IMAGENET_HINT, add_offline_argument, imagenet_init, user_errors
 
 #: TrainConfig fields that set the architecture besides --backbone; --variant sets them all.
@@ -135,10 +136,20 @@ class TrainResult:
     stopped_early: bool
     world_size: int
     samples_per_epoch: int
-    samples_per_s: float | None
+    samples_per_s: float | None  # over the loop's data waits and steps (logs, checkpoints out)
     resumed_from: str | None
     changed_on_resume: dict[str, list[Any]]
     params_sha256: str
+    # where the wall time went (utils.training.timing; docs/training.md, "Where the time goes")
+    wall_s: float
+    startup_s: float
+    epoch_start_s: float
+    loader_wait_s: float
+    step_s: float
+    log_s: float
+    checkpoint_s: float
+    steady_samples_per_s: float | None  # after the first step, checkpoint writing excluded
+    whole_run_samples_per_s: float | None  # every sample over wall_s
 
 
 @dataclass
@@ -159,12 +170,12 @@ class Run:
     steps_per_epoch: int
     writer: SummaryWriter | None
     run_info: dict[str, Any]
+    clock: RunClock  # where the wall time goes (utils.training.timing)
     forward: GraphedForward | None = None  # --cuda_graphs: the captured forward + backward
     global_step: int = 0
     saved_step: int | None = None  # global step of the last.pth this run may be resumed from
     start: tuple[int, int] = (0, 0)  # (epoch, batch in epoch) to start from (resume position)
     samples: int = 0
-    train_time: float = 0.0
     epoch_checkpoints: list[str] = field(default_factory=list)
 
     @property
@@ -518,9 +529,10 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 module.eval()
 
 
-def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path) -> Run:
+def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path,
+              clock: RunClock) -> Run:
     """Resume state, data (verified), model, optimiser and logging, in that order: every input
-    is read and checked before the model is built."""
+    is read and checked before the model is built; ``clock`` started with the run."""
     resume_path, resume, changed = open_resume(config, out_dir / "last.pth", env)
     fresh_finetune = config.train_type == "finetune" and resume is None
     finetune_from = stage_inputs(config) if fresh_finetune else None
@@ -541,7 +553,7 @@ def build_run(config: TrainConfig, env: DistEnv, sizes: list[int], out_dir: Path
                 CONFIG_KEY: asdict(model.config), "resumed_from": str(resume_path) if resume_path else None,
                 "changed_on_resume": changed}
     run = Run(config, env, sizes, out_dir, model, net, optimizer, scaler, loader, sampler,
-              worker_seeds, len(loader), None, run_info)
+              worker_seeds, len(loader), None, run_info, clock)
     if config.cuda_graphs:  # after the resumed weights are in place; captured in train mode
         set_train_mode(model, config.freeze_bn)
         run.forward = GraphedForward(
@@ -577,16 +589,21 @@ class LossWindow:
 def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None, bool]:
     """Train 0-based ``epoch`` from batch ``start_batch`` (saving last.pth every --save_every
     batches); return the epoch's mean losses (None if no batch ran) and whether --stop_after
-    ended it. The device is waited for once per ``--log_every`` batches and before every save
-    (:func:`sync_losses`), never inside a step."""
-    config, env = run.config, run.env
-    lr = start_epoch(run, epoch, start_batch)
+    ended it. The device is waited for once per ``--log_every`` batches, after this process's
+    first batch and before every save (:func:`sync_losses`), never inside a step; ``run.clock``
+    counts the time around these blocking calls."""
+    config, env, clock = run.config, run.env, run.clock
+    with clock.phase("epoch_start_s"):
+        lr = start_epoch(run, epoch, start_batch)
+        batches = iter(run.loader)  # starts (or resets) the workers
     window, stopped = LossWindow(), False
-    bar = progress(run.loader, enabled=env.is_main, total=run.steps_per_epoch - start_batch,
+    bar = progress(clock.waited(batches), enabled=env.is_main,
+                   total=run.steps_per_epoch - start_batch,
                    desc=f"{config.train_type} {epoch + 1}/{config.epoch}")
     for done, batch in enumerate(bar, start=start_batch + 1):
-        window.losses.append(train_batch(run.net, run.optimizer, run.scaler, batch, run.sizes,
-                                         config, env, run.forward))
+        with clock.phase("step_s"):  # on CUDA: the launches; the device is waited for at the sync
+            window.losses.append(train_batch(run.net, run.optimizer, run.scaler, batch, run.sizes,
+                                             config, env, run.forward))
         window.batches.append(done)
         run.global_step, run.samples = run.global_step + 1, run.samples + config.batchsize
         stopped = bool(config.stop_after) and run.global_step >= config.stop_after
@@ -594,14 +611,15 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None
             config.save_every and run.global_step % config.save_every == 0))
         if save_mid or done == run.steps_per_epoch:
             sync_losses(run, window, epoch, lr, bar)
-            if save_mid:
-                save_state(run, epoch, done)
-            else:
-                save_state(run, epoch + 1, 0)
-                export_epoch(run, epoch + 1)
+            with clock.phase("checkpoint_s"):
+                if save_mid:
+                    save_state(run, epoch, done)
+                else:
+                    save_state(run, epoch + 1, 0)
+                    export_epoch(run, epoch + 1)
             window.start = time.perf_counter()  # checkpoint time is not throughput
-        elif len(window.batches) >= config.log_every:
-            sync_losses(run, window, epoch, lr, bar)
+        elif len(window.batches) >= config.log_every or run.samples == config.batchsize:
+            sync_losses(run, window, epoch, lr, bar)  # the first batch alone: its one-off costs
         if stopped:
             break
     sync_losses(run, window, epoch, lr, bar)
@@ -614,22 +632,25 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int) -> tuple[dict | None
 
 
 def sync_losses(run: Run, window: LossWindow, epoch: int, lr: float, bar: Any) -> None:
-    """Wait for the window's steps (one copy to the host, averaged over ranks), stop a diverged
-    run naming the first non-finite loss, log every batch and count the window's time."""
+    """Wait for the window's steps (one copy to the host, averaged over ranks; step time), stop
+    a diverged run naming the first non-finite loss, log every batch (log time); the steady state
+    begins after the first of these waits."""
     if not window.batches:
         return
-    losses = distributed.mean_over_ranks(torch.stack(window.losses), run.env).cpu()
+    with run.clock.phase("step_s"):
+        losses = distributed.mean_over_ranks(torch.stack(window.losses), run.env).cpu()
     seconds = time.perf_counter() - window.start  # data wait + every rate's step
-    bad = first_non_finite_loss(losses, run.sizes)
-    if bad is not None:
-        row, what = bad
-        raise diverged(run, f"{what} in epoch {epoch + 1}, batch {window.batches[row]}")
-    per_batch = losses.mean(1)  # (batches, 2): mean over the sizes
-    run.train_time += seconds
-    window.sums += per_batch.double().sum(0)
-    window.count += len(window.batches)
-    log_batches(run, bar, per_batch, window.sums.sum().item() / window.count, lr,
-                len(window.batches) * run.config.batchsize / seconds)
+    with run.clock.phase("log_s"):
+        bad = first_non_finite_loss(losses, run.sizes)
+        if bad is not None:
+            row, what = bad
+            raise diverged(run, f"{what} in epoch {epoch + 1}, batch {window.batches[row]}")
+        per_batch = losses.mean(1)  # (batches, 2): mean over the sizes
+        window.sums += per_batch.double().sum(0)
+        window.count += len(window.batches)
+        log_batches(run, bar, per_batch, window.sums.sum().item() / window.count, lr,
+                    len(window.batches) * run.config.batchsize / seconds)
+    run.clock.begin_steady(run.samples)
     window.batches, window.losses, window.start = [], [], time.perf_counter()
 
 
@@ -666,7 +687,7 @@ def save_state(run: Run, epoch: int, batch_in_epoch: int) -> None:
     stops the run and the previous last.pth stays as it was."""
     rng_states = distributed.gather_objects(capture_rng(), run.env)  # collective: every rank
     state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()}
-    bad = first_non_finite(state)
+    bad = None if all_finite(state) else first_non_finite(state)  # the exact check names the tensor
     if distributed.any_rank(bad is not None, run.env):
         raise diverged(run, f"non-finite model state after epoch {epoch + (batch_in_epoch > 0)}, "
                             f"batch {batch_in_epoch or run.steps_per_epoch}: "
@@ -712,6 +733,7 @@ def diverged(run: Run, what: str) -> TrainingDiverged:
 def train(config: TrainConfig) -> TrainResult:
     """Train one stage (see the module docstring): check everything, take the run folder's
     lock, build, loop over the epochs, write the summary into run.json."""
+    clock = RunClock()
     config = resolve_variant(config)
     env = distributed.setup(config.device)
     try:
@@ -719,7 +741,7 @@ def train(config: TrainConfig) -> TrainResult:
         out_dir = run_folder(config)
         check_outputs_apart(inputs=read_paths(config), outputs={"the run folder": out_dir})
         with run_lock(out_dir, env):
-            run = build_run(config, env, sizes, out_dir)
+            run = build_run(config, env, sizes, out_dir, clock)
             try:
                 return fit(run)
             finally:
@@ -741,23 +763,29 @@ def fit(run: Run) -> TrainResult:
     """The epoch loop from the resume position; returns the summary (also saved in run.json)."""
     config, start = run.config, run.start
     epoch_losses, stopped = [], False
+    run.clock.end_startup()
     for epoch in range(start[0], config.epoch):
         losses, stopped = train_one_epoch(run, epoch, start[1] if epoch == start[0] else 0)
         epoch_losses += [losses] if losses else []
         if stopped:
             break
+    digest = params_digest(run.model)
+    timing = run.clock.summary(run.samples)
+    loop_s = timing["epoch_start_s"] + timing["loader_wait_s"] + timing["step_s"]
     result = TrainResult(
         train_type=config.train_type, out_dir=str(run.out_dir),
         last_checkpoint=str(run.last_path), epoch_checkpoints=run.epoch_checkpoints,
         epoch_losses=epoch_losses, global_step=run.global_step, finished=not stopped,
         stopped_early=stopped, world_size=run.env.world_size,
         samples_per_epoch=run.steps_per_epoch * config.batchsize,
-        samples_per_s=run.samples / run.train_time if run.samples else None,
+        samples_per_s=run.samples / loop_s if run.samples else None,
         resumed_from=run.run_info["resumed_from"],
-        changed_on_resume=run.run_info["changed_on_resume"], params_sha256=params_digest(run.model))
+        changed_on_resume=run.run_info["changed_on_resume"], params_sha256=digest,
+        **timing)
     if run.env.is_main:
         save_json({**run.run_info, "summary": asdict(result)}, run.out_dir / "run.json")
-        print(f"{config.train_type}: {run.global_step} steps done; resume state {run.last_path}")
+        print(f"{config.train_type}: {run.global_step} steps done; resume state {run.last_path}\n"
+              f"{describe(timing, run.samples // config.batchsize)}")
     distributed.barrier(run.env)
     return result
 

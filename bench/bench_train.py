@@ -5,6 +5,8 @@
     python -m bench.bench_train --device cuda             # GPU: the old fp32 step against fp32 /
                                                           # channels_last / bf16 / graphs at 352, batch 16
     python -m bench.bench_train --device cuda --profile   # + how busy the GPU is inside a step
+    python -m bench.bench_train --end_to_end --sizes 64 --batch 8 --loader_workers 1
+                                                          # train.py end to end against this step
 
 A step is train.py's (``train.train_batch`` and ``train.build_optimizer``): forward of both
 streams under the option's autocast, both BCE-with-logits losses, backward, fused SGD (lr 1e-2,
@@ -26,16 +28,31 @@ number of kernels (GPU) or operators (CPU) per step, the share of the step the G
 (kernel time / wall time: well below 1 means the step is bound by launches or host work, not by
 arithmetic) and the three most expensive kernels. The CPU's fp32 GEMM rate of the same run is
 printed with the table.
+
+``--end_to_end`` measures ``train.py`` itself against its own step, side by side in one run, at
+the first of ``--sizes``/``--batch`` with the first of ``--options`` (default: train.py's
+defaults, fp32): the step on pre-decoded tensors (before and after the train.py run), then
+``train.py --train_type pretrain_rgb`` in a child process (``--launcher torchrun``: under
+``torchrun --standalone --nproc_per_node=1``) on the bench's toy set with the same size, batch,
+rates (``--multiscale``: 0.75/1/1.25), precision, memory format, torch threads and
+``--loader_workers`` (default 1 on the CPU, 4 on the GPU), ``--e2e_steps`` batches in two epochs,
+and the loader alone. It reports train.py's steady-state, whole-run and whole-process samples/s
+as ratios to the step's (every rate here is all samples over all the time: a mean, not a median),
+and where train.py's time went (its run.json summary, ``utils.training.timing``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shlex
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator, Optional
@@ -45,15 +62,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import train
+from bench.child import REPO
 from bench.gemm import gemm_gflops
 from lib.backbones import BACKBONES
 from lib.fsnet import FSNet
-from utils.cli import BadInputError, make_parser, run_guarded
+from utils.cli import BadInputError, UserError, make_parser, run_guarded
 from utils.data.dataset import TrainDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
 from utils.device import resolve_device, torch_threads
 from utils.training.cuda_graphs import GraphedForward
 from utils.training.distributed import DistEnv
+from utils.training.timing import PHASES, describe
 
 #: The toy set the steps read: 6 sequences x 8 frames -> 42 finetune samples (last frames lack flow).
 BENCH_TOY = ToyConfig(train_sequences=6, train_frames=8, test_sequences=1, test_frames=3, static_images=2)
@@ -94,6 +113,13 @@ GPU_OPTIONS = (StepOption("fp32 old step", data="tensors", old_step=True),
 MULTISCALE_RATES = (0.75, 1.0, 1.25)  # the official recipe's rates: one optimiser step each
 #: Options skipped at large sizes on the CPU, where decoding is a negligible share of a step.
 DATA_ONLY = ("data: 1 persistent worker", "data: pre-decoded tensors")
+#: --end_to_end: train.py's --workers unless --loader_workers is given, and its epochs (one epoch
+#: boundary: the loader's reset and a last.pth; the last epoch also writes its epoch file).
+E2E_WORKERS = {"cpu": 1, "cuda": 4}
+E2E_EPOCHS = 2
+#: train.py's run summary keys that the end-to-end report copies.
+TRAIN_PY_KEYS = ("global_step", "world_size", "samples_per_s", "steady_samples_per_s", "whole_run_samples_per_s",
+                 "wall_s", *PHASES)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -117,6 +143,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loader_workers", type=int, default=None, metavar="N",
                         help="also measure the loader alone with N persistent workers")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    e2e = parser.add_argument_group("train.py end to end (--end_to_end)")
+    e2e.add_argument("--end_to_end", action="store_true",
+                     help="run train.py on the toy set beside the step, same settings (see above)")
+    e2e.add_argument("--e2e_steps", type=int, default=None, metavar="N",
+                     help="train.py batches, in two epochs (default: 12 on the CPU, 30 on the GPU)")
+    e2e.add_argument("--launcher", default="python", choices=("python", "torchrun"),
+                     help="start train.py plainly or under torchrun with one process")
     return parser
 
 
@@ -220,6 +253,11 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def step_sizes(size: int, multiscale: bool) -> tuple[int, ...]:
+    """The sizes of one step: train.py's multi-scale sizes of ``size``, or ``size`` alone."""
+    return tuple(train.scale_sizes(size, MULTISCALE_RATES)) if multiscale else (size,)
+
+
 def measure_size(size: int, batch: int, options: list[StepOption], data_root: Path, opts: argparse.Namespace,
                  device: torch.device) -> list[dict]:
     """Rows for one input size: samples/s of every option and its ratio to the first."""
@@ -230,7 +268,7 @@ def measure_size(size: int, batch: int, options: list[StepOption], data_root: Pa
     if any(o.channels_last for o in options):
         models[True] = FSNet(opts.backbone).to(device).train().to(memory_format=torch.channels_last)
         models[True].load_state_dict(base.state_dict())
-    sizes = tuple(int(round(size * r / 32) * 32) for r in MULTISCALE_RATES) if opts.multiscale else (size,)
+    sizes = step_sizes(size, opts.multiscale)
     runners = [OptionRunner(o, models[o.channels_last], dataset, batch, device, sizes) for o in options]
     for runner in runners:  # warm-up: first-call allocations, oneDNN primitive creation
         for _ in range(opts.warmup):
@@ -304,11 +342,126 @@ def selected_options(device: torch.device, names: Optional[list[str]]) -> list[S
     return [by_name[n] for n in names]
 
 
-def run(opts: argparse.Namespace) -> list[dict]:
-    """Measure every size and option; print and return the rows."""
-    device = resolve_device(opts.device)
+def end_to_end_option(device: torch.device, names: Optional[list[str]]) -> StepOption:
+    """The arithmetic train.py runs end to end: the first of ``names`` (default: the device's
+    first option that is train.py's step), its step reading pre-decoded tensors."""
+    option = next(o for o in selected_options(device, names) if names or not o.old_step)
+    if option.old_step:
+        raise BadInputError(f"--end_to_end cannot run {option.name!r}: train.py has no old step",
+                            "name another option first in --options")
+    return replace(option, data="tensors")
+
+
+def train_py_command(option: StepOption, opts: argparse.Namespace, data_root: Path, save_path: Path,
+                     size: int, batch: int, samples: int, workers: int, device: torch.device) -> list[str]:
+    """train.py's command line for the end-to-end run (``option``'s precision and memory format)."""
+    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
+                                   if opts.launcher == "torchrun" else [])
+    rates = MULTISCALE_RATES if opts.multiscale else (1.0,)
+    return launcher + [
+        str(REPO / "train.py"), "--train_type", "pretrain_rgb", "--data_root", str(data_root),
+        "--no_imagenet", "--backbone", opts.backbone, "--trainsize", str(size), "--batchsize", str(batch),
+        "--rates", *map(str, rates), "--epoch", str(E2E_EPOCHS), "--max_samples", str(samples),
+        "--workers", str(workers), "--device", str(device), "--amp", option.amp,
+        "--save_path", str(save_path), "--run_name", "bench_train",
+        *(["--channels_last"] if option.channels_last else []),
+        *(["--cuda_graphs"] if option.graphs else [])]
+
+
+def run_train_py(command: list[str], threads: int, save_path: Path) -> tuple[dict, float]:
+    """Run train.py with ``threads`` OpenMP threads (its output is passed on when it ends); return
+    its run summary and the process's wall seconds. A failure names its last line of stderr."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    seconds = time.perf_counter() - start
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    if done.returncode:
+        said = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
+        raise UserError(f"train.py failed (exit {done.returncode}): {said[-1]}",
+                        f"run it alone to see why: {shlex.join(command)}")
+    run_json = save_path / "bench_train" / "pretrain_rgb" / "run.json"
+    return json.loads(run_json.read_text())["summary"], seconds
+
+
+def end_to_end(opts: argparse.Namespace, device: torch.device) -> dict:
+    """``--end_to_end``: the step alone, train.py end to end and the loader alone, one run."""
     cuda = device.type == "cuda"
-    torch.backends.cudnn.benchmark = cuda
+    size, batch = (opts.sizes or [352 if cuda else 64])[0], (opts.batch or [16 if cuda else 8])[0]
+    option = end_to_end_option(device, opts.options)
+    workers = E2E_WORKERS[device.type] if opts.loader_workers is None else opts.loader_workers
+    samples = -(-(opts.e2e_steps or (30 if cuda else 12)) // E2E_EPOCHS) * batch  # per epoch
+    sizes = step_sizes(size, opts.multiscale)
+    with torch_threads(option.threads):
+        threads = torch.get_num_threads()
+        result = {"mode": "end_to_end", "device": torch.cuda.get_device_name(device) if cuda else "CPU",
+                  "torch": torch.__version__, "fp32_gemm_gflops": None if cuda else round(gemm_gflops(), 1),
+                  "backbone": opts.backbone, "option": option.name, "size": size, "sizes": list(sizes),
+                  "batch": batch, "threads": threads, "workers": workers, "launcher": opts.launcher}
+    print(f"train.py end to end against its own step: {result}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
+        video = BENCH_TOY.train_sequences * BENCH_TOY.train_frames
+        toy = make_toy_dataset(Path(tmp) / "toy", config=replace(
+            BENCH_TOY, static_images=max(BENCH_TOY.static_images, samples - video)))
+        torch.manual_seed(0)
+        model = FSNet(opts.backbone).to(device).train()
+        if option.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        runner = OptionRunner(option, model, TrainDataset(toy, "finetune", trainsize=size), batch,
+                              device, sizes)
+        for _ in range(opts.warmup):
+            runner.step()
+        runner.block(opts.steps + 1)
+        before = len(runner.times)
+        if cuda:
+            torch.cuda.empty_cache()
+        command = train_py_command(option, opts, toy, Path(tmp) / "snapshot", size, batch, samples,
+                                   workers, device)
+        summary, process_s = run_train_py(command, threads, Path(tmp) / "snapshot")
+        runner.block(opts.steps + 1)
+        loader = loader_rate(TrainDataset(toy, "pretrain_rgb", trainsize=size, max_samples=samples),
+                             batch, workers, device, steps=max(opts.steps, 4))
+    step = mean_rate(runner.times, batch)  # total over total time, as train.py's rates
+    train_py = {**{key: summary[key] for key in TRAIN_PY_KEYS}, "process_s": round(process_s, 1),
+                "process_samples_per_s": summary["global_step"] * batch / process_s}
+    return {**result, "command": shlex.join(command), "step_samples_per_s": step,
+            "step_median_samples_per_s": batch / statistics.median(runner.times),
+            "step_samples_per_s_before_after": [mean_rate(runner.times[:before], batch),
+                                                mean_rate(runner.times[before:], batch)],
+            "loader_samples_per_s": loader, "train_py": train_py,
+            **{f"{name}_over_step": _over(train_py[f"{name}_samples_per_s"], step)
+               for name in ("steady", "whole_run", "process")}}
+
+
+def mean_rate(times: list[float], batch: int) -> float:
+    """Samples/s of steps that took ``times`` seconds: all samples over all the time."""
+    return batch * len(times) / sum(times)
+
+
+def _over(rate: Optional[float], step: float) -> Optional[float]:
+    return None if rate is None else round(rate / step, 3)
+
+
+def print_end_to_end(result: dict) -> None:
+    """The end-to-end report: the rates as ratios to the step, and train.py's time shares."""
+    step, train_py = result["step_samples_per_s"], result["train_py"]
+    print(f"{'':<52}{'samples/s':>10}{'ratio':>10}")
+    rows = [("step alone (data in memory), before/after: " + "/".join(
+                f"{r:.2f}" for r in result["step_samples_per_s_before_after"]), step),
+            (f"loader alone ({result['workers']} workers)", result["loader_samples_per_s"]),
+            ("train.py steady (after step 1, no checkpoints)", train_py["steady_samples_per_s"]),
+            ("train.py whole run (train() to its summary)", train_py["whole_run_samples_per_s"]),
+            ("train.py process (start to exit)", train_py["process_samples_per_s"])]
+    for label, rate in rows:
+        print(f"{label:<52}" + ("         -" if rate is None else f"{rate:>10.2f}{rate / step:>9.2f}x"))
+    print(f"train.py (process {train_py['process_s']:.1f} s), "
+          + describe(train_py, train_py["global_step"]))
+
+
+def measure_steps(opts: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Every size and option: print and return the rows."""
+    cuda = device.type == "cuda"
     sizes = opts.sizes or ([352] if cuda else [64, 352])
     batch_sizes = opts.batch or ([16] if cuda else [8, 2])
     if len(batch_sizes) != len(sizes):
@@ -326,9 +479,21 @@ def run(opts: argparse.Namespace) -> list[dict]:
             chosen = [o for o in options if cuda or size <= 64 or o.name not in DATA_ONLY]
             rows += measure_size(size, batch, chosen, data_root, opts, device)
     print_rows(rows)
-    if opts.json:
-        Path(opts.json).write_text(json.dumps(rows, indent=2) + "\n")
     return rows
+
+
+def run(opts: argparse.Namespace) -> list[dict] | dict:
+    """The step table (or ``--end_to_end``'s report), printed, written to ``--json`` and returned."""
+    device = resolve_device(opts.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    if opts.end_to_end:
+        result = end_to_end(opts, device)
+        print_end_to_end(result)
+    else:
+        result = measure_steps(opts, device)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main(argv: Optional[list[str]] = None) -> int:

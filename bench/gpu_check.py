@@ -27,17 +27,20 @@ step runs):
 4. ``train_step``: ``bench.bench_train`` at 352, batch 16: the fp32 step as it was (a host wait
    after every size, per-parameter SGD) against train.py's step in bf16 + channels_last and in
    fp32, with ``--profile`` (kernels per step, GPU busy share, top kernels).
-5. ``torchrun``: ``torchrun --standalone --nproc_per_node=1 train.py`` on the toy set (bf16,
-   channels_last, 30 batches), plus an NCCL all-reduce under the same launcher: with one process
-   train.py starts no process group, so the probe is what shows NCCL itself works.
+5. ``torchrun``: ``bench.bench_train --end_to_end --launcher torchrun``: ``torchrun
+   --standalone --nproc_per_node=1 train.py`` on the bench's toy set (352, batch 16, bf16,
+   channels_last, 4 workers, 30 batches) against the same step in the same run, plus an NCCL
+   all-reduce under the same launcher: with one process train.py starts no process group, so the
+   probe is what shows NCCL itself works.
 
 ``targets`` compares the run with the goals: end to end >= 50% of model-only at the same batch and
 precision, default >= plain on both set sizes, the graph replay's maps as the eager ones, bf16 +
-channels_last >= 1.5x the old fp32 training step, ``train.py`` >= 85% of its own step rate; and
-whether graphs were used: ``pipeline_cuda_graphs`` (step 3), ``end_to_end_cuda_graphs`` (step 1,
-when bench_inference's rows carry inference's ``cuda_graphs`` summary key) and the capture
-warnings of steps 1 and 2. A replay that differs from eager or a capture that failed in step 3
-makes the check fail (exit 1). The report: ``{"meta": {...}, "steps": {name:
+channels_last >= 1.5x the old fp32 training step, ``train.py`` (steady state) >= 85% of its own
+step rate; and whether graphs were used: ``pipeline_cuda_graphs`` (step 3),
+``end_to_end_cuda_graphs`` (step 1, from bench_inference's rows, which carry inference's
+``cuda_graphs`` summary key) and the capture warnings of steps 1 and 2. A replay that differs
+from eager or a capture that failed in step 3 makes the check fail (exit 1). The report:
+``{"meta": {...}, "steps": {name:
 {"status", "seconds", "command", "result", "error", "output_tail"}}, "targets": {...}}``; it is
 rewritten after every step, so a killed run keeps what finished.
 """
@@ -122,18 +125,20 @@ def step_commands(dry: bool, work: Path) -> dict[str, list[list[str]]]:
                     "--options", *DRY_TRAIN_OPTIONS] if dry else
                    ["--sizes", "352", "--batch", "16", "--steps", "4", "--block", "2", "--options", *TRAIN_OPTIONS])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
-    train = ["train.py", "--train_type", "pretrain_rgb", "--data_root", str(work / "toy"), "--no_imagenet",
-             "--epoch", "1" if dry else "4", "--device", device, "--save_path", str(work / "snapshot"), "--run_name", "gpu_check"]
-    train += (["--trainsize", "64", "--batchsize", "2", "--max_samples", "4", "--workers", "0", "--rates", "1"]
-              if dry else ["--trainsize", "352", "--batchsize", "16", "--stop_after", "30", "--workers", "4",
-                           "--amp", "bf16", "--channels_last"])
+    # train.py under torchrun beside its own step: same size, batch, precision and format
+    e2e = ["-m", "bench.bench_train", "--end_to_end", "--launcher", "torchrun", "--device", device,
+           "--json", str(work / "torchrun.json")]
+    e2e += (["--sizes", "64", "--batch", "2", "--e2e_steps", "4", "--steps", "1", "--warmup", "0",
+             "--backbone", "resnet50", "--loader_workers", "0", "--options", DRY_TRAIN_OPTIONS[1]] if dry else
+            ["--sizes", "352", "--batch", "16", "--e2e_steps", "30", "--steps", "4", "--loader_workers", "4",
+             "--options", TRAIN_OPTIONS[1]])
     probe = ["-m", "bench.gpu_check", "--nccl_probe"] + (["--dry_run"] if dry else [])
     graphs = ["-m", "bench.gpu_check", "--graphs_probe", "--json", str(work / "inference_graphs.json")]
     return {"inference": [_inference(work, "inference", device, dry, 16 if dry else 1376)],
             "inference_small": [_inference(work, "inference_small", device, dry, 8 if dry else 36)],
             "inference_graphs": [py + graphs + (["--dry_run"] if dry else [])],
             "train_step": [py + train_step],
-            "torchrun": [torchrun + train, torchrun + probe]}
+            "torchrun": [py + e2e, torchrun + probe]}
 
 
 def python_path(extra: Optional[str]) -> str:
@@ -201,12 +206,12 @@ def read_json(path: Path) -> object:
 
 
 def torchrun_result(work: Path, output_tail: list[str]) -> dict:
-    """The torchrun step's numbers: train.py's run summary and the NCCL probe's line."""
-    run = read_json(work / "snapshot" / "gpu_check" / "pretrain_rgb" / "run.json") or {}
-    summary = run.get("summary", {})
+    """The torchrun step's numbers: the end-to-end report (train.py's rates and time shares
+    against the step's) and the NCCL probe's line."""
+    end_to_end = read_json(work / "torchrun.json") or {}
     probe = [line for tail in output_tail for line in tail.splitlines() if line.startswith("nccl_probe")]
-    return {"samples_per_s": summary.get("samples_per_s"), "global_step": summary.get("global_step"),
-            "world_size": summary.get("world_size"), "probe": probe[-1] if probe else None}
+    return {"global_step": end_to_end.get("train_py", {}).get("global_step"), "end_to_end": end_to_end or None,
+            "probe": probe[-1] if probe else None}
 
 
 def step_result(name: str, work: Path, output_tail: list[str]) -> object:
@@ -235,13 +240,12 @@ def targets(steps: dict) -> dict:
              for names in zip(TRAIN_OPTIONS[:2], DRY_TRAIN_OPTIONS)]
     default, plain = _best(steps, "inference", "default"), _best(steps, "inference", "plain")
     small = {k: _best(steps, "inference_small", k) for k in ("default", "plain")}
-    train_rate = ((steps.get("torchrun") or {}).get("result") or {}).get("samples_per_s")
+    train_py = ((steps.get("torchrun") or {}).get("result") or {}).get("end_to_end") or {}
     end_to_end = _ratio(default.get("end_to_end_fps"), graphs.get("folded_eager_fps"))
     default_over_plain = {
         "1376_frames": _ratio(default.get("end_to_end_fps"), plain.get("end_to_end_fps")),
         "36_frames": _ratio(small["default"].get("end_to_end_fps"), small["plain"].get("end_to_end_fps"))}
     train = _ratio(rates[1], rates[0])
-    loader = _ratio(train_rate, rates[1])
     replay_diff, eager_diff = (graphs.get(k) for k in ("graph_vs_eager_max_abs_diff",
                                                         "eager_vs_eager_max_abs_diff"))
     warnings = [line for name in ("inference", "inference_small")
@@ -267,7 +271,8 @@ def targets(steps: dict) -> dict:
                                    else replay_diff <= max(GRAPH_TOLERANCE, eager_diff)),
             "train_bf16_channels_last_over_fp32": train,
             "train_bf16_target": ">= 1.5",
-            "train_py_over_step_rate": loader,
+            "train_py_over_step_rate": train_py.get("steady_over_step"),
+            "train_py_whole_run_over_step_rate": train_py.get("whole_run_over_step"),
             "train_py_target": ">= 0.85"}
 
 
@@ -316,12 +321,6 @@ def meta(dry: bool) -> dict:
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version()}
 
 
-def make_toy(work: Path, dry: bool) -> None:
-    """The toy training set the torchrun step reads."""
-    from utils.data.synthetic import QUICK, ToyConfig, make_toy_dataset
-    make_toy_dataset(work / "toy", config=QUICK if dry else ToyConfig(), workers=1 if dry else 4)
-
-
 def run_checks(args: argparse.Namespace) -> int:
     """Run the steps, writing the report after each; return 0, or 1 if the report is incomplete."""
     path = report_path(args.out)
@@ -337,7 +336,6 @@ def run_checks(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
         work = Path(tmp)
-        make_toy(work, args.dry_run)
         commands = step_commands(args.dry_run, work)
         for name in args.steps:
             print(f"[gpu_check] {name} ...", flush=True)

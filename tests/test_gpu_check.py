@@ -53,8 +53,9 @@ def test_each_step_recorded_its_measurements(dry_report: tuple[subprocess.Comple
     assert steps["torchrun"]["global_step"] >= 1
     assert steps["torchrun"]["probe"] == "nccl_probe backend=gloo world_size=1 all_reduce=1"
     targets = report["targets"]
+    assert steps["torchrun"]["end_to_end"]["launcher"] == "torchrun"  # train.py beside its own step
     for key in ("end_to_end_over_model_only", "train_bf16_channels_last_over_fp32", "train_py_over_step_rate",
-                "official_fp32_batch1_fps"):
+                "train_py_whole_run_over_step_rate", "official_fp32_batch1_fps"):
         assert targets[key] > 0, key
     assert all(v > 0 for v in targets["default_over_plain_end_to_end"].values())
     assert targets["pipeline_cuda_graphs"] is True and targets["graph_fidelity_met"] is True

@@ -23,6 +23,7 @@ from utils.data.dataset import TrainDataset
 from utils.training.distributed import DistEnv
 from utils.training.finetune_init import check_stage_finished, flow_keys_to_copy, init_finetune
 from utils.data.synthetic import make_toy_dataset
+from utils.training.timing import PHASES
 
 STAGES = ("pretrain_rgb", "pretrain_flow", "finetune")
 
@@ -37,6 +38,14 @@ def _argv(toy: Path, save_path: Path, train_type: str, *extra: str) -> list[str]
 def run(toy: Path, save_path: Path, train_type: str, *extra: str) -> dict:
     """train.train on the toy set with the tiny test recipe (``extra`` overrides flags)."""
     return asdict(train.train(train.parse_config(_argv(toy, save_path, train_type, *extra))))
+
+
+def assert_time_adds_up(summary: dict) -> None:
+    """The run summary's time shares exist, are >= 0 and add up to at most the wall time."""
+    shares = [summary[name] for name in PHASES]
+    assert all(share >= 0 for share in shares) and summary["step_s"] > 0, summary
+    assert sum(shares) <= summary["wall_s"] + 0.01, summary  # the keys are rounded to 1 ms
+    assert summary["whole_run_samples_per_s"] > 0
 
 
 def _train_state(path: Path) -> dict:
@@ -72,6 +81,8 @@ def test_three_stages_chain_and_write_their_outputs(chain: tuple[Path, dict]) ->
         assert info["args"]["train_type"] == stage and info["world_size"] == 1
         assert info["packages"]["torch"] and "commit" in info["git"]
         assert info["summary"]["params_sha256"] == summary["params_sha256"]
+        assert_time_adds_up(info["summary"])
+        assert summary["steady_samples_per_s"] is None  # one step: no steady state after it
         assert any(p.name.startswith("events.") for p in (out / "tensorboard").iterdir())
         assert _train_state(out / "last.pth")["finished"] is True
     assert summaries["finetune"]["epoch_losses"][0]["loss_s"] > 0
@@ -119,10 +130,17 @@ def test_overfitting_a_fixed_batch_lowers_the_loss(toy: Path) -> None:
     assert losses[-1] == losses.min() and losses[-1] < 0.9 * losses[0], losses
 
 
-def test_resume_is_bit_identical(toy: Path, tmp_path: Path) -> None:
+def test_resume_is_bit_identical(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 2 epochs x 2 batches, lr decay at epoch 1; B stops after batch 1 (mid-epoch), then resumes
     recipe = ("--max_samples", "4", "--epoch", "2", "--decay_epoch", "1", "--save_from_epoch", "9")
+    logged, log_batches = [], train.log_batches
+    monkeypatch.setattr(train, "log_batches", lambda run, bar, losses, *rest: (
+        logged.append(len(losses)), log_batches(run, bar, losses, *rest)))
+    described = []  # the per-tensor check runs only when the one-pass check finds a NaN/inf
+    monkeypatch.setattr(train, "first_non_finite", lambda state: described.append(1))
     straight = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "A")
+    assert logged == [1, 1, 2]  # the first batch is waited for alone, then once per epoch end
+    assert not described
     stopped = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "B", "--stop_after", "1")
     last_b = tmp_path / "B" / "pretrain_flow" / "last.pth"
     assert stopped["stopped_early"] and _train_state(last_b)["batch_in_epoch"] == 1
@@ -130,6 +148,8 @@ def test_resume_is_bit_identical(toy: Path, tmp_path: Path) -> None:
         check_stage_finished(last_b, "pretrain_flow")
     resumed = run(toy, tmp_path, "pretrain_flow", *recipe, "--run_name", "B", "--resume", "auto")
     assert straight["global_step"] == resumed["global_step"] == 4 and resumed["finished"]
+    assert_time_adds_up(straight)
+    assert straight["steady_samples_per_s"] > 0 and straight["checkpoint_s"] > 0
     a, b = (_train_state(tmp_path / n / "pretrain_flow" / "last.pth") for n in "AB")
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "weights differ"

@@ -15,7 +15,8 @@ import train
 from lib.fsnet import FSNet
 from utils.training.distributed import DistEnv, ResumableDistributedSampler, per_rank_batch
 from utils.training.finetune_init import finetune_state_dict, flow_keys_to_copy
-from utils.training.state import capture_rng, check_resume_args, load_train_state, restore_rng
+from utils.training.state import (all_finite, capture_rng, check_resume_args, load_train_state,
+                                  restore_rng)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,6 +127,19 @@ def test_finetune_state_dict_rejects_foreign_flow_checkpoint() -> None:
     rgb = {k: torch.zeros(1) for k in keys}
     with pytest.raises(ValueError, match="lacks"):
         finetune_state_dict(rgb, {"other.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_finds_any_nan_or_inf(bad: float) -> None:
+    state = {"model": {"w": torch.ones(3, 2), "steps": torch.tensor(7), "empty": torch.zeros(0),
+                       "half": torch.ones(4, dtype=torch.float16)},
+             "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(5)}},
+                           "param_groups": [{"lr": 0.1, "params": [0]}]}}
+    assert all_finite(state) and all_finite({"no tensors": [1, 2.0, None]})
+    for where in (state["model"]["half"], state["optimizer"]["state"][0]["momentum_buffer"]):
+        where[-1] = bad
+        assert not all_finite(state), where
+        where[-1] = 0
 
 
 def test_rng_round_trip() -> None:

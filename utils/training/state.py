@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from utils.cli import BadInputError
 from utils.torch_files import load_torch_file, save_checkpoint
@@ -68,6 +69,16 @@ def restore_rng(state: dict[str, Any]) -> None:
 def _as_tuples(value: Any) -> Any:
     """``random.setstate`` needs tuples; a checkpoint round trip may hand back lists."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def all_finite(state: Any) -> bool:
+    """True when every floating-point tensor in ``state`` (nested dicts, lists, tuples) is
+    finite: one min/max pass per tensor (a NaN propagates through both) and a single read of all
+    the results on the host. On a true answer no tensor need be checked alone (which waits for the
+    device once per tensor); on a false one, ``lib.state_dict.first_non_finite`` names the tensor."""
+    extremes = [torch.stack(torch.aminmax(t)).float() for t in tree_leaves(state)
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    return not extremes or bool(torch.stack(extremes).isfinite().all())
 
 
 def save_train_state(path: Path, **state: Any) -> None:
