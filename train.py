@@ -50,7 +50,7 @@ from utils.torch_files import first_non_finite, load_model_weights, save_checkpo
 from utils.cli import BadInputError, UserError, add_device_argument, make_parser, progress, run_guarded
 from utils.data.dataset import GT_MODES, TRAIN_TYPES, TrainDataset
 from utils.data.verify import verify_samples
-from utils.device import AMP_DTYPES, add_amp_argument
+from utils.device import AMP_DTYPES, add_amp_argument, autocast
 from utils.io import save_json
 from utils.safety import check_outputs_apart, output_lock
 from utils.training import distributed
@@ -242,8 +242,7 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
         if forward is not None:
             pred_s, pred_e = forward(image_r, flow_r)
         else:
-            with torch.autocast(env.device.type, dtype=AMP_DTYPES[config.amp] or torch.float32,
-                                enabled=config.amp != "off"):
+            with autocast(env.device.type, AMP_DTYPES[config.amp]):
                 pred_s, pred_e = model(image_r, flow_r)
         loss_s, loss_e = bce_loss(pred_s, pred_e, gt_r)
         pair = torch.stack([loss_s, loss_e]).detach()

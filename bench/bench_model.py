@@ -29,6 +29,7 @@ from lib.fast import build_fast_model
 from lib.fsnet import FSNet
 from tests.random_weights import randomize_weights
 from utils.inference.predict import onnxruntime_available, resolve_backend
+from utils.device import autocast
 
 
 GEMM, GEMM_N = "fp32 GEMM", 2048  # timed among the forwards: the same load for both
@@ -188,14 +189,14 @@ def _cuda_extras(fast, image, flow, repeats: int, device: torch.device) -> dict:
     out = {}
     for dtype in (torch.bfloat16, torch.float16):
         def run(dtype=dtype):
-            with torch.autocast("cuda", dtype=dtype):
+            with autocast("cuda", dtype):
                 return fast(image, flow)
         out[str(dtype)] = median_latency(run, repeats, device) * 1e3
         print(f"fast path autocast {str(dtype):15s} median {out[str(dtype)]:8.1f} ms")
     batch_image, batch_flow = image.expand(32, -1, -1, -1), flow.expand(32, -1, -1, -1)
     for dtype in (None, torch.float16):
         def run(dtype=dtype):
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            with autocast("cuda", dtype):
                 return fast(batch_image, batch_flow)
         seconds = median_latency(run, max(3, repeats // 3), device)
         out[f"batch32_fps_{dtype}"] = 32 / seconds

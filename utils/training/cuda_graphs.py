@@ -15,6 +15,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from utils.device import autocast
+
 
 class AutocastForward(nn.Module):
     """``model(image, flow)`` under autocast (the graph captures the casts; no cast cache, which
@@ -25,9 +27,7 @@ class AutocastForward(nn.Module):
         self.model, self.dtype = model, dtype
 
     def forward(self, image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
-        device_type = image.device.type
-        with torch.autocast(device_type, dtype=self.dtype or torch.float32,
-                            enabled=self.dtype is not None, cache_enabled=False):
+        with autocast(image.device.type, self.dtype, cache_enabled=False):
             return self.model(image, flow)
 
 
