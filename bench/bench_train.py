@@ -70,6 +70,7 @@ from utils.cli import BadInputError, UserError, make_parser, run_guarded
 from utils.data.dataset import TrainDataset
 from utils.data.synthetic import ToyConfig, make_toy_dataset
 from utils.device import resolve_device, torch_threads
+from utils.io import save_json
 from utils.training.cuda_graphs import GraphedForward
 from utils.training.distributed import DistEnv
 from utils.training.timing import PHASES, describe
@@ -492,7 +493,7 @@ def run(opts: argparse.Namespace) -> list[dict] | dict:
     else:
         result = measure_steps(opts, device)
     if opts.json:
-        Path(opts.json).write_text(json.dumps(result, indent=2) + "\n")
+        save_json(result, opts.json)
     return result
 
 

@@ -467,7 +467,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.graphs_probe:
         result = graphs_probe(args.dry_run)
         print(json.dumps(result))
-        Path(args.json).write_text(json.dumps(result))
+        from utils.io import save_json
+        save_json(result, args.json)
         return 0
     from utils.cli import run_guarded
     return run_guarded(lambda: run_checks(args), args.debug)
